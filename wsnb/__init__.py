@@ -1,0 +1,46 @@
+"""wsnb: WebSocket behaviour made visible and reliable inside Jupyter.
+
+Start with `Client`, `Server` and `FaultProxy`; every layer writes to a
+`Timeline` you read as pandas DataFrames. See docs/protocol.md for the wire.
+"""
+
+from wsnb._receipt import Receipt
+from wsnb.client import CLOSE_CODES, Client, ReadyState, describe_close
+from wsnb.errors import (
+    AuthError,
+    Backpressure,
+    HandshakeTimeout,
+    NotOpen,
+    ProtocolError,
+    Refused,
+    WsnbError,
+)
+from wsnb.loop import run
+from wsnb.protocol.backoff import Backoff
+from wsnb.proxy import FaultProxy
+from wsnb.server import Server, ServerSession
+from wsnb.timeline import EVENT_TYPES, Timeline
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CLOSE_CODES",
+    "EVENT_TYPES",
+    "AuthError",
+    "Backoff",
+    "Backpressure",
+    "Client",
+    "FaultProxy",
+    "HandshakeTimeout",
+    "NotOpen",
+    "ProtocolError",
+    "ReadyState",
+    "Receipt",
+    "Refused",
+    "Server",
+    "ServerSession",
+    "Timeline",
+    "WsnbError",
+    "describe_close",
+    "run",
+]

@@ -1,0 +1,57 @@
+"""Secrets that never print: tokens and HMAC keys."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+
+class Secret:
+    """Holds a token or key; its repr and str are masked so it never reaches a log or widget."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str | bytes) -> None:
+        if not isinstance(value, (str, bytes)):
+            raise TypeError(f"a token or secret must be str or bytes, not {type(value).__name__}")
+        self._value = value
+
+    def reveal(self) -> str | bytes:
+        return self._value
+
+    def as_bytes(self) -> bytes:
+        return self._value.encode() if isinstance(self._value, str) else self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        import hmac
+
+        if isinstance(other, Secret):
+            other = other._value
+        if isinstance(other, str):
+            other = other.encode()
+        if not isinstance(other, bytes):
+            return NotImplemented
+        return hmac.compare_digest(self.as_bytes(), other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def optional_secret(value: str | bytes | Secret | None) -> Secret | None:
+    if value is None or isinstance(value, Secret):
+        return value
+    return Secret(value)
+
+
+def masked_url(url: str) -> str:
+    """The URL without credentials or query string (which may carry a token)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    query = "…" if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))

@@ -1,0 +1,236 @@
+"""Reliable delivery for one direction of one session: no I/O, clock passed in.
+
+`Sender` owns the outbox (not yet written) and the in-flight messages (written,
+not yet acked), in id order; `Receiver` owns the dedupe and reorder buffer and
+decides when to ack. Rules (PROTOCOL.md, "Delivery guarantees"):
+
+- ids start at 1 and grow by 1 per message per session;
+- after a reconnect the sender forgets what the peer says it has and resends
+  the rest, in id order, before anything new (`requeue`, `resume`);
+- a lost session renumbers what is left from 1, in the old order (`renumber`);
+- the receiver delivers each id once, in order, holding early ids until the
+  gap fills, and re-acks duplicates at once;
+- a nacked id counts as consumed (`Receiver.skip`), so one refused message
+  never stalls the ones after it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from wsnb.errors import ProtocolError
+
+
+@dataclass(slots=True, eq=False)
+class Outgoing:
+    """One message the sender holds until it is acked (or refused)."""
+
+    id: int
+    data: str  # serialized payload (base64 text when z == 1); raw mode: the frame itself
+    z: int
+    size: int  # bytes counted by buffered_amount
+    accepted_at: float
+    written_at: float = float("nan")
+    writes: int = 0  # > 1 means it was resent
+    renumbered: bool = False  # resent across a lost session: at-least-once
+    binary: bool = False  # raw mode: send as a binary frame
+    handle: Any = None  # the I/O layer's receipt
+
+
+class Sender:
+    """Outbox + in-flight messages of one session, bounded by count and bytes."""
+
+    def __init__(self, max_messages: int = 10_000, max_bytes: int = 64 * 1024 * 1024) -> None:
+        if max_messages < 1 or max_bytes < 1:
+            raise ValueError("Sender limits must be >= 1")
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.next_id = 1
+        self.unsent: deque[Outgoing] = deque()
+        self.inflight: dict[int, Outgoing] = {}
+        self.held_bytes = 0
+
+    @property
+    def pending(self) -> int:
+        """Messages held: not written yet, or written and not acked."""
+        return len(self.unsent) + len(self.inflight)
+
+    def has_room(self, size: int) -> bool:
+        """Whether a message of `size` bytes fits now (an empty outbox takes anything)."""
+        if self.pending == 0:
+            return True
+        return self.pending < self.max_messages and self.held_bytes + size <= self.max_bytes
+
+    def add(self, data: str, now: float, *, z: int = 0, size: int | None = None,
+            binary: bool = False, handle: Any = None) -> Outgoing:
+        """Accept a message into the outbox and give it the next id."""
+        out = Outgoing(self.next_id, data, z, len(data) if size is None else size, now,
+                       binary=binary, handle=handle)
+        self.next_id += 1
+        self.unsent.append(out)
+        self.held_bytes += out.size
+        return out
+
+    def take(self) -> Outgoing | None:
+        """The next message to write, in id order, or None."""
+        return self.unsent.popleft() if self.unsent else None
+
+    def written(self, out: Outgoing, now: float, *, expect_ack: bool = True) -> None:
+        """`out` was handed to the socket; without acks (raw mode) it is forgotten now."""
+        out.writes += 1
+        out.written_at = now
+        if expect_ack:
+            self.inflight[out.id] = out
+        else:
+            self.held_bytes -= out.size
+
+    def ack(self, id: int | None = None, upto: int | None = None) -> list[Outgoing]:
+        """Forget acked messages and return them (unknown ids are ignored)."""
+        done: list[Outgoing] = []
+        if upto is not None:
+            while self.inflight:
+                first = next(iter(self.inflight))
+                if first > upto:
+                    break
+                done.append(self.inflight.pop(first))
+            # After a reconnect, acked ids may sit in the outbox again.
+            while self.unsent and self.unsent[0].id <= upto:
+                done.append(self.unsent.popleft())
+        if id is not None:
+            out = self.inflight.pop(id, None)
+            if out is not None:
+                done.append(out)
+        for out in done:
+            self.held_bytes -= out.size
+        return done
+
+    def nack(self, id: int) -> Outgoing | None:
+        """The peer refused `id` for good: forget it and return it."""
+        out = self.inflight.pop(id, None)
+        if out is None:
+            for index, candidate in enumerate(self.unsent):
+                if candidate.id == id:
+                    out = candidate
+                    del self.unsent[index]
+                    break
+        if out is not None:
+            self.held_bytes -= out.size
+        return out
+
+    def requeue(self) -> list[Outgoing]:
+        """The connection dropped: in-flight messages go back to the front, in id order."""
+        back = list(self.inflight.values())
+        self.inflight.clear()
+        self.unsent.extendleft(reversed(back))
+        return back
+
+    def resume(self, last_acked: int) -> list[Outgoing]:
+        """The peer already has every id ≤ `last_acked`: forget those."""
+        self.requeue()
+        return self.ack(upto=last_acked)
+
+    def renumber(self) -> list[Outgoing]:
+        """The session was lost: number what is left from 1, in the old order."""
+        self.requeue()
+        for new_id, out in enumerate(self.unsent, start=1):
+            out.id = new_id
+            if out.writes:
+                out.renumbered = True
+        self.next_id = len(self.unsent) + 1
+        return list(self.unsent)
+
+    def clear(self) -> list[Outgoing]:
+        """Drop everything (the client was closed); return what was dropped."""
+        dropped = list(self.inflight.values()) + list(self.unsent)
+        self.inflight.clear()
+        self.unsent.clear()
+        self.held_bytes = 0
+        return dropped
+
+
+_SKIPPED = object()
+
+
+class Receiver:
+    """Delivers each incoming id once, in order, and decides when to ack.
+
+    Acks go out within `ack_delay` seconds of the first unacked delivery or
+    every `ack_every` deliveries, whichever first (PROTOCOL.md: 100 ms / 64).
+    """
+
+    def __init__(self, max_held: int = 10_000, ack_every: int = 64,
+                 ack_delay: float = 0.1) -> None:
+        self.max_held = max_held
+        self.ack_every = ack_every
+        self.ack_delay = ack_delay
+        self.last_delivered = 0
+        self.held: dict[int, Any] = {}
+        self.pending_acks = 0
+        self.ack_deadline: float | None = None
+        self.duplicates = 0
+        self._ack_now = False
+
+    def reset(self) -> None:
+        """A new session starts: ids restart at 1."""
+        self.last_delivered = 0
+        self.held.clear()
+        self.pending_acks = 0
+        self.ack_deadline = None
+        self._ack_now = False
+
+    def accept(self, id: int, payload: Any, now: float) -> list[tuple[int, Any]]:
+        """Take message `id`; return ``(id, payload)`` pairs now deliverable, in order."""
+        if id <= self.last_delivered or id in self.held:
+            self.duplicates += 1
+            self._ack_now = True  # the sender lost our ack: tell it again now
+            return []
+        if id - self.last_delivered > self.max_held:
+            raise ProtocolError(
+                "too_large",
+                f"id {id} is more than {self.max_held} ahead of {self.last_delivered}", id)
+        self.held[id] = payload
+        return self._release(now)
+
+    def skip(self, id: int, now: float) -> list[tuple[int, Any]]:
+        """`id` was refused (nacked): count it as consumed so later ids can flow."""
+        if id <= self.last_delivered or id in self.held:
+            return []
+        self.held[id] = _SKIPPED
+        return self._release(now)
+
+    def _release(self, now: float) -> list[tuple[int, Any]]:
+        out: list[tuple[int, Any]] = []
+        held = self.held
+        nxt = self.last_delivered + 1
+        while nxt in held:
+            payload = held.pop(nxt)
+            if payload is not _SKIPPED:
+                out.append((nxt, payload))
+            nxt += 1
+        moved = nxt - 1 - self.last_delivered
+        if moved:
+            self.last_delivered = nxt - 1
+            if self.pending_acks == 0:
+                self.ack_deadline = now + self.ack_delay
+            self.pending_acks += moved
+        return out
+
+    def ack_due(self, now: float) -> bool:
+        """Whether an ack should go out now."""
+        if self._ack_now:
+            return True
+        if not self.pending_acks:
+            return False
+        return self.pending_acks >= self.ack_every or (
+            self.ack_deadline is not None and now >= self.ack_deadline)
+
+    def take_ack(self) -> int | None:
+        """The ``upto`` to send now (clears what is pending), or None if nothing to ack."""
+        if not self.pending_acks and not self._ack_now:
+            return None
+        self.pending_acks = 0
+        self.ack_deadline = None
+        self._ack_now = False
+        return self.last_delivered

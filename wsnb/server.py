@@ -1,0 +1,324 @@
+"""The reference server: sessions, acks, resume, limits, heartbeats, and chaos knobs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from wsnb._receipt import Receipt
+from wsnb._secret import Secret, optional_secret
+from wsnb.errors import ProtocolError
+from wsnb.link import DEFAULT_CHUNK_SIZE, Link
+from wsnb.loop import LoopChoice, choose_loop, on_own_loop
+from wsnb.protocol import envelope
+from wsnb.timeline import Timeline
+
+Handler = Callable[["ServerSession", Any], Awaitable[None] | None]
+
+
+@dataclass(eq=False)
+class ServerSession:
+    """A client's session on the server; survives reconnects until `session_ttl` after the last."""
+
+    id: str
+    token_hash: str
+    link: Link
+    connection: ServerConnection | None = None
+    closed_at: float | None = None
+    connections: int = 0
+    delivered: list[Any] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connection is not None else "disconnected"
+        return f"<ServerSession {self.id[:8]}… {state} pending={self.link.sender.pending}>"
+
+
+def _hash_token(token: str | None) -> str:
+    return hashlib.sha256(("wsnb-token:" + (token or "")).encode()).hexdigest()
+
+
+class Server:
+    """A wsnb protocol server on loopback for tutorials, tests and debugging clients.
+
+    Delivers each client message to `handler` (and `delivered`) exactly once,
+    in id order, even with ``workers=N`` processing out of order internally.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        token: str | Secret | None = None,
+        secret: str | bytes | Secret | None = None,
+        heartbeat_ms: int = 15_000,
+        handler: Handler | None = None,
+        workers: int = 0,
+        process_delay: tuple[float, float] | None = None,
+        handshake_delay: float = 0.0,
+        max_size: int = 1 << 20,
+        max_message: int = 64 * 1024 * 1024,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        handshake_timeout: float = 5.0,
+        session_ttl: float = 300.0,
+        replay_window_ms: int = 300_000,
+        max_unacked: int = 10_000,
+        max_sessions_per_token: int = 1_000,
+        keep_delivered: int | None = None,
+        timeline: Timeline | None = None,
+        loop: LoopChoice = "auto",
+        seed: int | None = None,
+    ) -> None:
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0, got {workers}")
+        if heartbeat_ms < 0:
+            raise ValueError(f"heartbeat_ms must be >= 0 (0 = off), got {heartbeat_ms}")
+        self.host = host
+        self.port = port
+        self._token = optional_secret(token)
+        self._secret = optional_secret(secret)
+        self.heartbeat_ms = heartbeat_ms
+        self.handler = handler
+        self.workers = workers
+        self.process_delay = process_delay
+        self.handshake_delay = handshake_delay
+        self.max_size = max_size
+        self.max_message = max_message
+        self.chunk_size = chunk_size
+        self.handshake_timeout = handshake_timeout
+        self.session_ttl = session_ttl
+        self.replay_window_ms = replay_window_ms
+        self.max_unacked = max_unacked
+        self.max_sessions_per_token = max_sessions_per_token
+        self.timeline = timeline if timeline is not None else Timeline()
+        self.delivered: list[Any] = []
+        self.keep_delivered = keep_delivered
+        self.sessions: dict[str, ServerSession] = {}
+        self.connections: set[ServerConnection] = set()
+        self.refused_handshakes = 0
+        self._loop = choose_loop(loop)
+        self._rng = random.Random(seed)
+        self._server: Any = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ----- lifecycle --------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}"
+
+    def __repr__(self) -> str:
+        state = "serving" if self._server is not None else "stopped"
+        return (f"<wsnb.Server {self.url} {state} sessions={len(self.sessions)} "
+                f"connections={len(self.connections)}>")
+
+    @on_own_loop
+    async def start(self) -> Server:
+        """Listen; with ``port=0`` the OS picks a port, then kept across restarts."""
+        if self._server is None:
+            self._server = await serve(
+                self._handle, self.host, self.port,
+                max_size=self.max_size, ping_interval=None, compression=None,
+                close_timeout=1, server_header="wsnb",
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+            self._tasks.add(asyncio.ensure_future(self._reap_sessions()))
+        return self
+
+    @on_own_loop
+    async def close(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Stop listening and close every connection (1001 by default)."""
+        await self._stop(code, reason)
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+
+    @on_own_loop
+    async def restart(self, keep_sessions: bool = True) -> None:
+        """Close every connection with 1012 and listen again on the same port.
+
+        ``keep_sessions=False`` forgets every session, as a crashed server would.
+        """
+        await self._stop(1012, "service restart")
+        if not keep_sessions:
+            self.sessions.clear()
+        self.timeline.record("chaos", detail=f"server restart (keep_sessions={keep_sessions})")
+        await self.start()
+
+    async def _stop(self, code: int, reason: str) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close(close_connections=False)
+        await asyncio.gather(*(ws.close(code, reason) for ws in list(self.connections)),
+                             return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 3)
+        for task in [t for t in self._tasks if t.get_name().startswith("wsnb-conn")]:
+            task.cancel()
+
+    async def __aenter__(self) -> Server:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ----- sending to clients --------------------------------------------------
+
+    @on_own_loop
+    async def send(self, session_id: str, payload: Any) -> Receipt:
+        """Send `payload` to one session reliably (held and replayed across reconnects)."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise KeyError(f"no session {session_id[:8]}…")
+        text = envelope.payload_text(payload)
+        data, z = envelope.maybe_compress(text, 64 * 1024)
+        await session.link.wait_room(len(data))
+        return session.link.enqueue(data, z=z, queued=session.connection is None)
+
+    async def broadcast(self, payload: Any) -> list[Receipt]:
+        """Send `payload` to every live session; one receipt each."""
+        return [await self.send(sid, payload) for sid in list(self.sessions)]
+
+    # ----- one connection ---------------------------------------------------
+
+    def _new_link(self, session_id: str) -> tuple[Link, list[Any]]:
+        delivered: list[Any] = []
+        delay = None
+        if self.process_delay is not None:
+            lo, hi = self.process_delay
+            delay = lambda: self._rng.uniform(lo, hi)  # noqa: E731
+
+        async def deliver(msg_id: int, payload: Any) -> None:
+            self.delivered.append(payload)
+            if self.keep_delivered is not None and len(self.delivered) > self.keep_delivered:
+                del self.delivered[: len(self.delivered) - self.keep_delivered]
+            session = self.sessions.get(session_id)
+            if self.handler is not None and session is not None:
+                try:
+                    result = self.handler(session, payload)
+                    if result is not None:
+                        await result
+                except Exception as exc:  # a handler bug is shown, never kills the session
+                    self.timeline.record("error", id=msg_id, peer=session_id[:8],
+                                         detail=f"handler raised {type(exc).__name__}: {exc}"[:200])
+
+        link = Link(
+            timeline=self.timeline, deliver=deliver,
+            secret=self._secret.as_bytes() if self._secret else None,
+            peer=session_id[:8], max_outbox=self.max_unacked,
+            chunk_size=self.chunk_size, max_message=self.max_message,
+            replay_window_ms=self.replay_window_ms, workers=self.workers,
+            process_delay=delay,
+        )
+        link.receiver.max_held = self.max_unacked
+        link._assembler.max_chunks = -(-self.max_message // max(1, self.max_size // 8))
+        return link, delivered
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            task.set_name(f"wsnb-conn-{id(ws)}")
+        self.connections.add(ws)
+        try:
+            await self._serve_connection(ws)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.connections.discard(ws)
+
+    async def _serve_connection(self, ws: ServerConnection) -> None:
+        try:
+            raw = await asyncio.wait_for(ws.recv(), self.handshake_timeout)
+        except TimeoutError:
+            self.refused_handshakes += 1
+            self.timeline.record("close", detail="4408 handshake not received in time")
+            await ws.close(4408, "handshake not received in time")
+            return
+        try:
+            hello = envelope.parse_frame(raw)
+            if hello["type"] != "handshake":
+                raise ProtocolError("bad_envelope", "first frame must be a handshake")
+        except ProtocolError as exc:
+            self.refused_handshakes += 1
+            await ws.send(envelope.frame_text("error", code=exc.code, reason=exc.reason))
+            await ws.close(1002, f"bad handshake: {exc.code}")
+            return
+        token = hello.get("token")
+        if self._token is not None and not (isinstance(token, str) and self._token == token):
+            self.refused_handshakes += 1
+            self.timeline.record("close", detail="4401 token refused")
+            await ws.close(4401, "token refused")
+            return
+        session = self._session_for(hello, _hash_token(token))
+        if session is None:
+            await ws.close(4429, "too many sessions for this token; retry after 5 s")
+            return
+        if self.handshake_delay:
+            await asyncio.sleep(self.handshake_delay)  # a server that is slow to become ready
+        old = session.connection
+        if old is not None:  # the client came back before we noticed the old link died
+            old.transport.abort()
+        link = session.link
+        resumed = hello.get("session") == session.id
+        if resumed:
+            link._ack_settle(link.sender.resume(hello.get("last_seen", 0)))
+        session.connection = ws
+        session.connections += 1
+        session.closed_at = None
+        ack = {"type": "handshake_ack", "v": envelope.VERSION, "session": session.id,
+               "resumed": resumed, "last_acked": link.receiver.last_delivered,
+               "heartbeat_ms": self.heartbeat_ms, "max_size": self.max_size}
+        await ws.send(envelope.dumps(ack))
+        self.timeline.record("state", state="READY", peer=session.id[:8],
+                             detail="resumed" if resumed else "new session")
+        try:
+            await link.run(ws, heartbeat_ms=self.heartbeat_ms, send_pings=True)
+        finally:
+            if session.connection is ws:
+                session.connection = None
+                session.closed_at = time.monotonic()
+            code = ws.close_code if ws.close_code is not None else 1006
+            self.timeline.record("close", peer=session.id[:8],
+                                 detail=f"{code} {ws.close_reason or ''}".strip())
+
+    def _session_for(self, hello: dict[str, Any], token_hash: str) -> ServerSession | None:
+        wanted = hello.get("session")
+        session = self.sessions.get(wanted) if isinstance(wanted, str) else None
+        if session is not None and secrets.compare_digest(session.token_hash, token_hash):
+            return session  # never resume a session created with another token
+        owned = sum(1 for s in self.sessions.values() if s.token_hash == token_hash)
+        if owned >= self.max_sessions_per_token:
+            self._expire_sessions(force=True)
+            owned = sum(1 for s in self.sessions.values() if s.token_hash == token_hash)
+            if owned >= self.max_sessions_per_token:
+                return None
+        session_id = secrets.token_urlsafe(18)  # 144 random bits
+        link, delivered = self._new_link(session_id)
+        session = ServerSession(session_id, token_hash, link, delivered=delivered)
+        self.sessions[session_id] = session
+        return session
+
+    def _expire_sessions(self, force: bool = False) -> None:
+        now = time.monotonic()
+        for sid, session in list(self.sessions.items()):
+            if session.connection is None and session.closed_at is not None and (
+                    force and now - session.closed_at > 0 or
+                    now - session.closed_at > self.session_ttl):
+                del self.sessions[sid]
+
+    async def _reap_sessions(self) -> None:
+        while True:
+            await asyncio.sleep(min(self.session_ttl, 5.0))
+            self._expire_sessions()
