@@ -269,8 +269,7 @@ class Client:
 
     async def _enqueue(self, data: str | bytes, z: int) -> Receipt:
         if not self.ready:
-            where = "CONNECTING (not READY)" if self.ready_state < ReadyState.CLOSING \
-                else self.ready_state.name
+            where = f"not READY (readyState {self.ready_state.name})"
             if self.when_closed == "raise":
                 raise NotOpen(f"client is {where}; send refused (when_closed='raise')")
             if self.when_closed == "drop":

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import random
 import secrets
+import ssl as ssl_module
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ class Server:
         max_unacked: int = 10_000,
         max_sessions_per_token: int = 1_000,
         keep_delivered: int | None = None,
+        ssl: ssl_module.SSLContext | None = None,
         timeline: Timeline | None = None,
         loop: LoopChoice = "auto",
         seed: int | None = None,
@@ -100,6 +102,7 @@ class Server:
         self.replay_window_ms = replay_window_ms
         self.max_unacked = max_unacked
         self.max_sessions_per_token = max_sessions_per_token
+        self.ssl = ssl
         self.timeline = timeline if timeline is not None else Timeline()
         self.delivered: list[Any] = []
         self.keep_delivered = keep_delivered
@@ -116,7 +119,7 @@ class Server:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}"
+        return f"{'wss' if self.ssl else 'ws'}://{host}:{self.port}"
 
     def __repr__(self) -> str:
         state = "serving" if self._server is not None else "stopped"
@@ -130,7 +133,7 @@ class Server:
             self._server = await serve(
                 self._handle, self.host, self.port,
                 max_size=self.max_size, ping_interval=None, compression=None,
-                close_timeout=1, server_header="wsnb",
+                close_timeout=1, server_header="wsnb", ssl=self.ssl,
             )
             self.port = self._server.sockets[0].getsockname()[1]
             self._tasks.add(asyncio.ensure_future(self._reap_sessions()))
