@@ -38,8 +38,10 @@ class AuthError(WsnbError):
 class ProtocolError(WsnbError, ValueError):
     """A frame broke PROTOCOL.md; ``code`` is the wire code (``bad_json``, ``too_large``...)."""
 
-    def __init__(self, code: str, reason: str, id: int | None = None) -> None:
+    def __init__(self, code: str, reason: str, id: int | None = None,
+                 frame_type: str | None = None) -> None:
         self.code = code
         self.reason = reason
         self.id = id
+        self.frame_type = frame_type  # "msg" or "chunk": a refusal of message `id`
         super().__init__(f"{code}: {reason}")

@@ -305,9 +305,8 @@ class Link:
                 envelope.verify_msg(frame, self.secret, now_ms=now_ms(),
                                     replay_window_ms=self.replay_window_ms)
             payload = envelope.decode_payload(frame, self.max_message)
-        except ProtocolError as exc:  # refused for good: nack, and count the id as consumed
+        except ProtocolError as exc:  # refused for good: nack (the id counts as consumed)
             await self._complain(ws, exc)
-            await self._deliver_many(self.receiver.skip(msg_id, time.monotonic()))
             return
         if self.process_delay is not None:
             await asyncio.sleep(self.process_delay())
@@ -349,17 +348,20 @@ class Link:
         self.on_change()
 
     async def _complain(self, ws: Connection, exc: ProtocolError) -> None:
-        """Answer a bad frame: ``nack`` when it names a message, ``error`` otherwise."""
+        """Answer a bad frame: ``nack`` when it refuses a message, ``error`` otherwise.
+
+        A nacked id counts as consumed, so the messages after it keep flowing.
+        """
         self.timeline.record("error", direction="in", id=exc.id, peer=self.peer,
                              detail=f"refused: {exc.code}: {exc.reason}"[:200])
-        if exc.id is not None and exc.code != "unknown_type":
+        if exc.frame_type is not None and exc.id is not None:
             text = envelope.frame_text("nack", id=exc.id, code=exc.code, reason=exc.reason)
-        elif exc.id is not None:
-            text = envelope.frame_text("error", code=exc.code, reason=exc.reason, id=exc.id)
         else:
             text = envelope.frame_text("error", code=exc.code, reason=exc.reason)
         with contextlib.suppress(ConnectionClosed):
             await self.send_control(ws, text)
+        if exc.frame_type is not None and exc.id is not None and exc.id >= 1:
+            await self._deliver_many(self.receiver.skip(exc.id, time.monotonic()))
 
     async def _worker(self, ws: Connection) -> None:
         while True:

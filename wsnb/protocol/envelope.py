@@ -45,11 +45,23 @@ def dumps(obj: Any) -> str:
     return _DUMPS(obj)
 
 
+def _utf8_ok(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _bad_path(value: Any, path: str, depth: int = 0) -> tuple[str, str, type[Exception]] | None:
     """Find the first value JSON cannot carry: (path, why, exception type)."""
     if depth > 900:
         return path, "nested too deeply (over 900 levels)", ValueError
-    if value is None or isinstance(value, (bool, int, str)):
+    if isinstance(value, str):
+        if _utf8_ok(value):
+            return None
+        return path, f"{value[:40]!r} is not valid UTF-8 (lone surrogate)", ValueError
+    if value is None or isinstance(value, (bool, int)):
         return None
     if isinstance(value, float):
         if math.isfinite(value):
@@ -62,9 +74,15 @@ def _bad_path(value: Any, path: str, depth: int = 0) -> tuple[str, str, type[Exc
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 return path, f"dict key {key!r} is a {type(key).__name__}, JSON keys are str", \
                     TypeError
+            if isinstance(key, str) and not _utf8_ok(key):
+                return path, f"dict key {key!r} is not valid UTF-8 (lone surrogate)", ValueError
             found = _bad_path(item, f"{path}[{key!r}]", depth + 1)
             if found:
                 return found
+        try:
+            sorted(value)
+        except TypeError:
+            return path, "dict keys of these types cannot be sorted (use str keys)", TypeError
         return None
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
@@ -89,11 +107,17 @@ def payload_text(payload: Any) -> str:
     ValueError: payload['a'][2]: nan is not valid JSON (RFC 8259 has no NaN/Infinity)
     """
     try:
-        return _DUMPS(payload)
+        text = _DUMPS(payload)
     except (TypeError, ValueError, RecursionError):
         bad = _bad_path(payload, "payload")
         if bad is None:
             raise
+    else:
+        if text.isascii() or _utf8_ok(text):
+            return text
+        # A lone surrogate: json accepts it, but it is not UTF-8 and cannot go on the wire.
+        bad = _bad_path(payload, "payload") or (
+            "payload", "is not valid UTF-8 (lone surrogate)", ValueError)
     path, why, exc = bad
     raise exc(f"{path}: {why}") from None
 
@@ -154,7 +178,15 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_STRICT = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_refuse_constant)
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 would parse as inf
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+_STRICT = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_refuse_constant,
+                           parse_float=_finite_float)
 
 
 def loads(text: str | bytes) -> Any:
@@ -180,26 +212,39 @@ def _is_int(value: Any) -> bool:
 
 
 def parse_frame(text: str | bytes) -> dict[str, Any]:
-    """Parse and check one frame; raise `ProtocolError` with the code to answer with."""
+    """Parse and check one frame; raise `ProtocolError` with the code to answer with.
+
+    Errors about a ``msg`` or ``chunk`` frame carry its ``id`` and
+    ``frame_type``: the receiver answers them with ``nack``.
+    """
     frame = loads(text)
     if not isinstance(frame, dict):
         raise ProtocolError("bad_envelope", f"a frame is a JSON object, got {type(frame).__name__}")
     kind = frame.get("type")
     if not isinstance(kind, str):
         raise ProtocolError("bad_envelope", 'a frame needs a string field "type"')
+    try:
+        _check_frame(kind, frame)
+    except ProtocolError as exc:
+        if kind in ("msg", "chunk") and _is_int(frame.get("id")):
+            exc.id, exc.frame_type = frame["id"], kind
+        else:
+            exc.id = None
+        raise
+    return frame
+
+
+def _check_frame(kind: str, frame: dict[str, Any]) -> None:
     required = _REQUIRED.get(kind)
-    msg_id = frame.get("id") if _is_int(frame.get("id")) else None
     if required is None:
-        raise ProtocolError("unknown_type", f"unknown frame type {kind[:40]!r}", msg_id)
+        raise ProtocolError("unknown_type", f"unknown frame type {kind[:40]!r}")
     for field, types in required.items():
         value = frame.get(field)
         if field not in frame or not isinstance(value, types) or (
             types is int and type(value) is bool
         ):
             names = types.__name__ if isinstance(types, type) else "number"
-            raise ProtocolError(
-                "bad_envelope", f"{kind} frame needs {field!r} as {names}", msg_id
-            )
+            raise ProtocolError("bad_envelope", f"{kind} frame needs {field!r} as {names}")
     if kind == "msg":
         _check_msg(frame)
     elif kind == "ack":
@@ -207,10 +252,9 @@ def parse_frame(text: str | bytes) -> dict[str, Any]:
             raise ProtocolError("bad_envelope", 'ack frame needs an int "id" or "upto"')
     elif kind == "chunk":
         if frame["n"] < 2 or not 0 <= frame["i"] < frame["n"] or frame["id"] < 1:
-            raise ProtocolError("bad_envelope", "chunk needs n >= 2 and 0 <= i < n", msg_id)
+            raise ProtocolError("bad_envelope", "chunk needs n >= 2, 0 <= i < n and id >= 1")
     elif kind == "handshake":
         _check_handshake(frame)
-    return frame
 
 
 def _check_msg(frame: dict[str, Any]) -> None:
@@ -249,16 +293,17 @@ def verify_msg(
     """Check a ``msg`` frame's signature and freshness; `ProtocolError` if refused."""
     given = frame.get("s")
     if not isinstance(given, str):
-        raise ProtocolError("bad_signature", "signature missing", frame["id"])
+        raise ProtocolError("bad_signature", "signature missing", frame["id"], "msg")
     unsigned = {k: v for k, v in frame.items() if k != "s"}
     try:
         expected = sign(dumps(unsigned), secret)
     except (TypeError, ValueError):
-        raise ProtocolError("bad_signature", "frame cannot be canonicalized", frame["id"]) from None
+        raise ProtocolError("bad_signature", "frame cannot be canonicalized", frame["id"],
+                            "msg") from None
     if not hmac.compare_digest(given, expected):
-        raise ProtocolError("bad_signature", "signature does not match", frame["id"])
+        raise ProtocolError("bad_signature", "signature does not match", frame["id"], "msg")
     if abs(now_ms - frame["ts"]) > replay_window_ms:
-        raise ProtocolError("bad_signature", "outside replay window", frame["id"])
+        raise ProtocolError("bad_signature", "outside replay window", frame["id"], "msg")
 
 
 def decode_payload(frame: dict[str, Any], max_bytes: int = 64 * 1024 * 1024) -> Any:
@@ -271,13 +316,17 @@ def decode_payload(frame: dict[str, Any], max_bytes: int = 64 * 1024 * 1024) -> 
         raw = inflater.decompress(packed, max_bytes + 1)
     except (binascii.Error, ValueError, zlib.error) as exc:
         raise ProtocolError("bad_envelope", f"compressed d is not zlib+base64: {exc}",
-                            frame["id"]) from None
+                            frame["id"], "msg") from None
     if len(raw) > max_bytes or inflater.unconsumed_tail:
-        raise ProtocolError("too_large", f"payload inflates past {max_bytes} bytes", frame["id"])
+        raise ProtocolError("too_large", f"payload inflates past {max_bytes} bytes", frame["id"],
+                            "msg")
+    if not inflater.eof or inflater.unused_data:  # truncated (no checksum) or trailing bytes
+        raise ProtocolError("bad_envelope", "compressed d is truncated or has trailing data",
+                            frame["id"], "msg")
     try:
         return loads(raw)
     except ProtocolError as exc:
-        raise ProtocolError(exc.code, exc.reason, frame["id"]) from None
+        raise ProtocolError(exc.code, exc.reason, frame["id"], "msg") from None
 
 
 def frame_text(kind: str, **fields: Any) -> str:
@@ -323,21 +372,21 @@ class ChunkAssembler:
         if n > self.max_chunks:
             self.reset()
             raise ProtocolError("too_large", f"{n} chunks exceed the limit of {self.max_chunks}",
-                                msg_id)
+                                msg_id, "chunk")
         if self._id is None:
             if i != 0:
                 raise ProtocolError("bad_envelope", f"chunk series {msg_id} must start at i=0",
-                                    msg_id)
+                                    msg_id, "chunk")
             self._id, self._n = msg_id, n
         elif msg_id != self._id or n != self._n or i != len(self._parts):
             self.reset()
             raise ProtocolError("bad_envelope", "chunks of another message interleaved or out "
-                                "of order; partial message discarded", msg_id)
+                                "of order; partial message discarded", msg_id, "chunk")
         self._chars += len(data)
         if self._chars > self.max_chars:
             self.reset()
             raise ProtocolError("too_large", f"chunked message exceeds {self.max_chars} chars",
-                                msg_id)
+                                msg_id, "chunk")
         self._parts.append(data)
         if len(self._parts) < self._n:
             return None
