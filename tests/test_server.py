@@ -122,11 +122,10 @@ async def test_chunk_limits_answer_too_large() -> None:
 
 
 async def test_handshake_deadline_closes_with_4408() -> None:
-    async with wsnb.Server(port=0, handshake_timeout=0.2) as srv:
-        async with connect(srv.url) as ws:
-            with pytest.raises(ConnectionClosed):
-                await asyncio.wait_for(ws.recv(), 5)
-            assert ws.close_code == 4408
+    async with wsnb.Server(port=0, handshake_timeout=0.2) as srv, connect(srv.url) as ws:
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == 4408
 
 
 async def test_bad_token_closes_with_4401(server) -> None:

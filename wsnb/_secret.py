@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import urlsplit, urlunsplit
+
+#: Handed to websockets: its DEBUG logging prints frames, and the handshake frame carries the token.
+TRANSPORT_LOGGER = logging.getLogger("wsnb.transport")
+TRANSPORT_LOGGER.setLevel(logging.INFO)
 
 
 class Secret:

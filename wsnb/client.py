@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from wsnb._receipt import Receipt
-from wsnb._secret import Secret, masked_url, optional_secret
+from wsnb._secret import TRANSPORT_LOGGER, Secret, masked_url, optional_secret
 from wsnb.errors import AuthError, Backpressure, HandshakeTimeout, NotOpen, ProtocolError, Refused
 from wsnb.link import DEFAULT_CHUNK_SIZE, Link
 from wsnb.loop import LoopChoice, call_on, choose_loop, on_own_loop
@@ -447,6 +447,7 @@ class Client:
                 max_size=self.max_message + 4096,
                 compression=self.compression,
                 user_agent_header="wsnb",
+                logger=TRANSPORT_LOGGER,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code

@@ -17,7 +17,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from wsnb._receipt import Receipt
-from wsnb._secret import Secret, optional_secret
+from wsnb._secret import TRANSPORT_LOGGER, Secret, optional_secret
 from wsnb.errors import ProtocolError
 from wsnb.link import DEFAULT_CHUNK_SIZE, Link
 from wsnb.loop import LoopChoice, choose_loop, on_own_loop
@@ -134,6 +134,7 @@ class Server:
                 self._handle, self.host, self.port,
                 max_size=self.max_size, ping_interval=None, compression=None,
                 close_timeout=1, server_header="wsnb", ssl=self.ssl,
+                logger=TRANSPORT_LOGGER,
             )
             self.port = self._server.sockets[0].getsockname()[1]
             self._tasks.add(asyncio.ensure_future(self._reap_sessions()))
