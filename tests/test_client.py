@@ -88,6 +88,8 @@ async def test_when_closed_raise(server, make_client) -> None:
     with pytest.raises(wsnb.NotOpen, match="CLOSED"):
         await client.send({"x": 3})
     assert server.delivered == [{"x": 2}]
+    refusals = client.timeline.states().query("type == 'error'")["detail"]
+    assert refusals.str.contains("when_closed='raise'").sum() == 2
 
 
 async def test_when_closed_drop_records_it(server, make_client) -> None:
@@ -263,3 +265,32 @@ async def test_close_fails_unacked_receipts(make_client) -> None:
     with pytest.raises(wsnb.NotOpen, match="closed before"):
         await receipt
     assert client.ready_state == ReadyState.CLOSED
+
+
+async def test_objects_on_wsnb_thread_work_from_any_loop_and_thread(make_client) -> None:
+    """A client on wsnb's loop thread, driven from this loop and from two other threads."""
+    async with wsnb.Server(port=0, token="demo", loop="thread") as srv:
+        client = make_client(srv.url, loop="thread")
+        assert client._loop is not asyncio.get_running_loop()
+        await client.connect(timeout=5)
+
+        def from_thread(base: int) -> list[str]:
+            async def burst() -> list[str]:
+                receipts = [await client.send({"t": base + i}) for i in range(100)]
+                return [(await r.wait(5)).state for r in receipts]
+            return asyncio.run(burst())
+
+        states = await asyncio.gather(asyncio.to_thread(from_thread, 0),
+                                      asyncio.to_thread(from_thread, 1000))
+        assert states == [["acked"] * 100, ["acked"] * 100]
+        assert sorted(p["t"] for p in srv.delivered) == [*range(100), *range(1000, 1100)]
+        # each thread's messages keep their own order
+        assert [p["t"] for p in srv.delivered if p["t"] < 1000] == list(range(100))
+
+
+def test_run_from_sync_code() -> None:
+    async def answer() -> int:
+        await asyncio.sleep(0)
+        return 42
+
+    assert wsnb.run(answer()) == 42

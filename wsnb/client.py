@@ -271,6 +271,8 @@ class Client:
         if not self.ready:
             where = f"not READY (readyState {self.ready_state.name})"
             if self.when_closed == "raise":
+                self.timeline.record("error", direction="out", size=len(data), peer=self.name,
+                                     detail=f"send refused: client {where} (when_closed='raise')")
                 raise NotOpen(f"client is {where}; send refused (when_closed='raise')")
             if self.when_closed == "drop":
                 self.timeline.record("dropped", direction="out", size=len(data), peer=self.name,
