@@ -89,6 +89,8 @@ class Link:
         self.send_pings = False
         self.ws: Connection | None = None
         self.rtt_ms: float | None = None
+        self.answer_pings = True
+        self.last_received = 0.0
         self.last_written: Outgoing | None = None
         self.counters = dict.fromkeys(
             ("sent", "written", "acked", "resent", "nacked", "received", "duplicates"), 0)
@@ -235,8 +237,9 @@ class Link:
         self._settled()
 
     async def _on_frame(self, ws: Connection, raw: str | bytes) -> None:
+        self.last_received = now = time.monotonic()
         if self._deadlink is not None:
-            self._deadlink.touch(time.monotonic())
+            self._deadlink.touch(now)
         if self.raw:
             await self._deliver_raw(raw)
             return
@@ -262,7 +265,8 @@ class Link:
             if text is not None:
                 await self._on_frame_text(ws, text)
         elif kind == "ping":
-            await self.send_control(ws, envelope.frame_text("pong", ts=frame["ts"]))
+            if self.answer_pings:
+                await self.send_control(ws, envelope.frame_text("pong", ts=frame["ts"]))
             self.timeline.record("ping", direction="in", peer=self.peer)
         elif kind == "pong":
             rtt = max(0.0, now_ms() - frame["ts"])
@@ -374,6 +378,7 @@ class Link:
                   first: Sequence[str | bytes] = ()) -> None:
         """Drive `ws` until it closes; un-acked messages are requeued for the next one."""
         self.ws = ws
+        self.last_received = time.monotonic()
         self.heartbeat_ms = heartbeat_ms
         self._deadlink = (DeadLinkTimer(heartbeat_ms, time.monotonic())
                           if heartbeat_ms > 0 and not self.raw else None)

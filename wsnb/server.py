@@ -77,6 +77,11 @@ class Server:
         max_sessions_per_token: int = 1_000,
         keep_delivered: int | None = None,
         ssl: ssl_module.SSLContext | None = None,
+        idle_timeout: float | None = None,
+        idle_close_code: int | None = 1001,
+        answer_pings: bool = True,
+        close_frames: bool = True,
+        throttle: tuple[int, float] | None = None,
         timeline: Timeline | None = None,
         loop: LoopChoice = "auto",
         seed: int | None = None,
@@ -103,6 +108,13 @@ class Server:
         self.max_unacked = max_unacked
         self.max_sessions_per_token = max_sessions_per_token
         self.ssl = ssl
+        # Misbehaviours on purpose, so clients and wsnb.doctor can be tested against them:
+        self.idle_timeout = idle_timeout  # close connections silent for this long
+        self.idle_close_code = idle_close_code  # None: drop TCP without a close frame
+        self.answer_pings = answer_pings  # False: ignore WebSocket and wsnb pings
+        self.close_frames = close_frames  # False: answer a close by dropping TCP
+        self.throttle = throttle  # (n, seconds): more connections than n per window get HTTP 429
+        self._recent_connects: list[float] = []
         self.timeline = timeline if timeline is not None else Timeline()
         self.delivered: list[Any] = []
         self.keep_delivered = keep_delivered
@@ -131,7 +143,7 @@ class Server:
         """Listen; with ``port=0`` the OS picks a port, then kept across restarts."""
         if self._server is None:
             self._server = await serve(
-                self._handle, self.host, self.port,
+                self._handle, self.host, self.port, process_request=self._process_request,
                 max_size=self.max_size, ping_interval=None, compression=None,
                 close_timeout=1, server_header="wsnb", ssl=self.ssl,
                 logger=TRANSPORT_LOGGER,
@@ -230,11 +242,56 @@ class Server:
         link._assembler.max_chunks = -(-self.max_message // max(1, self.max_size // 8))
         return link, delivered
 
+    def _process_request(self, ws: ServerConnection, request: Any) -> Any:
+        if self.throttle is None:
+            return None
+        limit, window = self.throttle
+        now = time.monotonic()
+        self._recent_connects = [t for t in self._recent_connects if now - t < window]
+        self._recent_connects.append(now)
+        if len(self._recent_connects) > limit:
+            self.timeline.record("error", detail="connection throttled: HTTP 429")
+            return ws.respond(429, f"Too many connections; retry after {window:g} s\n")
+        return None
+
+    def _misbehave(self, ws: ServerConnection) -> None:
+        """Install the misbehaviours asked for (no pongs, no close frames)."""
+        if self.answer_pings and self.close_frames:
+            return
+        from websockets.frames import Opcode
+
+        protocol = ws.protocol
+        send_frame = protocol.send_frame
+
+        def filtered(frame: Any) -> None:
+            if frame.opcode is Opcode.PONG and not self.answer_pings:
+                return
+            if frame.opcode is Opcode.CLOSE and not self.close_frames:
+                ws.transport.abort()
+                return
+            send_frame(frame)
+
+        protocol.send_frame = filtered  # type: ignore[method-assign]
+
+    async def _idle_watch(self, ws: ServerConnection, link: Link) -> None:
+        assert self.idle_timeout is not None
+        while True:
+            left = link.last_received + self.idle_timeout - time.monotonic()
+            if left <= 0:
+                self.timeline.record("close", peer=link.peer, detail="idle timeout")
+                if self.idle_close_code is None:
+                    ws.transport.abort()
+                else:
+                    await ws.close(self.idle_close_code, "idle timeout")
+                return
+            await asyncio.sleep(left)
+
     async def _handle(self, ws: ServerConnection) -> None:
         task = asyncio.current_task()
         if task is not None:
             task.set_name(f"wsnb-conn-{id(ws)}")
         self.connections.add(ws)
+        self._misbehave(ws)
         try:
             await self._serve_connection(ws)
         except ConnectionClosed:
@@ -287,9 +344,14 @@ class Server:
         await ws.send(envelope.dumps(ack))
         self.timeline.record("state", state="READY", peer=session.id[:8],
                              detail="resumed" if resumed else "new session")
+        link.answer_pings = self.answer_pings
+        idle = (asyncio.ensure_future(self._idle_watch(ws, link))
+                if self.idle_timeout is not None else None)
         try:
             await link.run(ws, heartbeat_ms=self.heartbeat_ms, send_pings=True)
         finally:
+            if idle is not None:
+                idle.cancel()
             if session.connection is ws:
                 session.connection = None
                 session.closed_at = time.monotonic()
