@@ -265,6 +265,8 @@ async def test_close_fails_unacked_receipts(make_client) -> None:
     with pytest.raises(wsnb.NotOpen, match="closed before"):
         await receipt
     assert client.ready_state == ReadyState.CLOSED
+    assert client.close_text == "1000 normal closure"
+    assert (client.timeline.states()["type"] == "close").sum() == 1
 
 
 async def test_objects_on_wsnb_thread_work_from_any_loop_and_thread(make_client) -> None:

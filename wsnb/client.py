@@ -329,8 +329,17 @@ class Client:
                 await self._task
         self.link.fail_all(NotOpen("client closed before the message was acked"),
                            "client closed by the user")
+        if self.close_code != code or self.ready_state != ReadyState.CLOSED:
+            self.close_code, self.close_reason = code, reason
+            self.timeline.record("close", peer=self.name, detail=describe_close(code, reason))
         self._set_ready(False)
         self._set_state(ReadyState.CLOSED)
+
+    def panel(self, **kwargs: Any) -> Any:
+        """All panels for this client in one widget (`wsnb.Dashboard`)."""
+        from wsnb.widgets import Dashboard
+
+        return Dashboard(self, **kwargs)
 
     async def __aenter__(self) -> Client:
         return await self.connect()
