@@ -44,3 +44,17 @@ __all__ = [
     "describe_close",
     "run",
 ]
+
+# Panels (wsnb.widgets) import ipywidgets on first use only; demo() imports them when called.
+from wsnb.demo import demo  # noqa: E402
+
+_PANELS = ("ChaosPanel", "ConnectionPanel", "Dashboard", "SendPanel", "TimelinePanel")
+__all__ += [*_PANELS, "demo"]
+
+
+def __getattr__(name: str) -> object:
+    if name in _PANELS:
+        import wsnb.widgets
+
+        return getattr(wsnb.widgets, name)
+    raise AttributeError(f"module 'wsnb' has no attribute {name!r}")
