@@ -24,6 +24,7 @@ from wsnb.link import DEFAULT_CHUNK_SIZE, Link
 from wsnb.loop import LoopChoice, call_on, choose_loop, on_own_loop
 from wsnb.protocol import envelope
 from wsnb.protocol.backoff import Backoff, ReconnectPolicy
+from wsnb.protocol.heartbeat import dead_link_bound
 from wsnb.timeline import Timeline
 
 WhenClosed = Literal["queue", "raise", "drop"]
@@ -63,7 +64,9 @@ def describe_close(code: int | None, reason: str = "") -> str:
     if code is None:
         return "not closed"
     words = CLOSE_CODES.get(code, "application code" if code >= 4000 else "unknown code")
-    return f"{code} {words}" + (f": {reason}" if reason else "")
+    if not reason or reason.lower() in words:
+        return f"{code} {words}"
+    return f"{code} {words}: {reason}"
 
 
 def check_url(url: str) -> str:
@@ -444,6 +447,12 @@ class Client:
         culprit.handle._settle("refused", Refused("too_large", "server closed with 1009",
                                                   culprit.id))
 
+    def _attempt_timeout(self, configured: float) -> float:
+        """Once the server's heartbeat is known, an attempt silent for longer is on a dead link."""
+        if self.server_heartbeat_ms <= 0:
+            return configured
+        return min(configured, max(1.0, dead_link_bound(self.server_heartbeat_ms)))
+
     async def _connect_once(self, policy: ReconnectPolicy) -> tuple[int, str, float | None]:
         """One connection's life; returns (close code, reason, retry hint seconds)."""
         raw = self.link.raw
@@ -451,7 +460,7 @@ class Client:
             ws = await ws_connect(
                 self.url,
                 ssl=self._ssl,
-                open_timeout=self.open_timeout,
+                open_timeout=self._attempt_timeout(self.open_timeout),
                 ping_interval=self.raw_ping_interval if raw else None,
                 ping_timeout=self.raw_ping_interval if raw else None,
                 close_timeout=2,
@@ -518,14 +527,14 @@ class Client:
             "features": ["chunk", "z", "upto"],
         }
         await ws.send(envelope.dumps(hello))
-        deadline = time.monotonic() + self.handshake_timeout
+        timeout = self._attempt_timeout(self.handshake_timeout)
+        deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             try:
                 raw = await asyncio.wait_for(ws.recv(), max(left, 0))
             except TimeoutError:
-                raise HandshakeTimeout(
-                    f"no handshake_ack within {self.handshake_timeout} s") from None
+                raise HandshakeTimeout(f"no handshake_ack within {timeout:g} s") from None
             frame = envelope.parse_frame(raw)
             if frame["type"] == "ping":
                 await ws.send(envelope.frame_text("pong", ts=frame["ts"]))
