@@ -544,6 +544,8 @@ class Client:
                                     f"{frame['reason']}")
             if frame["type"] != "handshake_ack":
                 raise ProtocolError("bad_envelope", f"expected handshake_ack, got {frame['type']}")
+            if frame["v"] != envelope.VERSION:
+                raise ProtocolError("version", f"server speaks version {frame['v']}, not 1")
             break
         resumed = frame["resumed"] and frame["session"] == self.session_id
         if resumed:

@@ -241,7 +241,7 @@ def _check_frame(kind: str, frame: dict[str, Any]) -> None:
     for field, types in required.items():
         value = frame.get(field)
         if field not in frame or not isinstance(value, types) or (
-            types is int and type(value) is bool
+            type(value) is bool and types is not bool
         ):
             names = types.__name__ if isinstance(types, type) else "number"
             raise ProtocolError("bad_envelope", f"{kind} frame needs {field!r} as {names}")
@@ -300,7 +300,8 @@ def verify_msg(
     except (TypeError, ValueError):
         raise ProtocolError("bad_signature", "frame cannot be canonicalized", frame["id"],
                             "msg") from None
-    if not hmac.compare_digest(given, expected):
+    # compare_digest raises TypeError on non-ASCII str: a peer must not be able to crash us.
+    if not given.isascii() or not hmac.compare_digest(given, expected):
         raise ProtocolError("bad_signature", "signature does not match", frame["id"], "msg")
     if abs(now_ms - frame["ts"]) > replay_window_ms:
         raise ProtocolError("bad_signature", "outside replay window", frame["id"], "msg")

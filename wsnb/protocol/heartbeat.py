@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 
-def dead_link_bound(heartbeat_ms: int, grace_ms: int | None = None) -> float:
+def dead_link_bound(heartbeat_ms: int, grace_ms: float | None = None) -> float:
     """Seconds of silence after which a link counts as dead (PROTOCOL.md)."""
     if grace_ms is None:
-        grace_ms = max(250, heartbeat_ms // 2)
+        grace_ms = max(250, heartbeat_ms / 2)
     return (2 * heartbeat_ms + grace_ms) / 1000
 
 

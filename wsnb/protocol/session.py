@@ -197,6 +197,8 @@ class Receiver:
         """`id` was refused (nacked): count it as consumed so later ids can flow."""
         if id <= self.last_delivered or id in self.held:
             return []
+        if id - self.last_delivered > self.max_held:
+            return []  # far beyond anything the peer may have in flight: nothing to unblock
         self.held[id] = _SKIPPED
         return self._release(now)
 
