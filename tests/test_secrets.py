@@ -42,3 +42,10 @@ async def test_secrets_never_reach_any_output(caplog, capsys, make_client) -> No
     for text in texts:
         assert TOKEN not in text and SECRET not in text
         assert TOKEN[::-1] not in text and SECRET[::-1] not in text
+
+
+def test_token_in_url_query_is_masked() -> None:
+    client = wsnb.Client(f"ws://user:{SECRET}@127.0.0.1:1/room?id=5&token={TOKEN}")
+    for text in (client.url, repr(client), str(vars(client))):
+        assert TOKEN not in text and SECRET not in text
+    assert client.url == "ws://127.0.0.1:1/room?id=5&token=***"

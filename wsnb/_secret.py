@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 #: Handed to websockets: its DEBUG logging prints frames, and the handshake frame carries the token.
 TRANSPORT_LOGGER = logging.getLogger("wsnb.transport")
@@ -60,3 +60,15 @@ def masked_url(url: str) -> str:
     netloc = host + (f":{parts.port}" if parts.port else "")
     query = "…" if parts.query else ""
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+_SECRET_PARAMS = ("token", "key", "secret", "auth", "pass", "sig", "session", "jwt", "code")
+
+
+def safe_url(url: str) -> str:
+    """The URL with credentials and secret-looking query values replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = urlencode([(k, "***" if any(w in k.lower() for w in _SECRET_PARAMS) else v)
+                       for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from wsnb._receipt import Receipt
-from wsnb._secret import TRANSPORT_LOGGER, Secret, masked_url, optional_secret
+from wsnb._secret import TRANSPORT_LOGGER, Secret, masked_url, optional_secret, safe_url
 from wsnb.errors import AuthError, Backpressure, HandshakeTimeout, NotOpen, ProtocolError, Refused
 from wsnb.link import DEFAULT_CHUNK_SIZE, Link
 from wsnb.loop import LoopChoice, call_on, choose_loop, on_own_loop
@@ -122,7 +122,7 @@ class Client:
         seed: int | None = None,
         name: str = "client",
     ) -> None:
-        self.url = check_url(url)
+        self._url = Secret(check_url(url))  # a query string may carry a token
         if protocol not in ("wsnb", "raw"):
             raise ValueError(f'protocol must be "wsnb" or "raw", not {protocol!r}')
         if when_closed not in ("queue", "raise", "drop"):
@@ -186,6 +186,15 @@ class Client:
         self._ws: Any = None
 
     # ----- what users look at ---------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The server URL, with credentials and token-like query values masked."""
+        return safe_url(str(self._url.reveal()))
+
+    @url.setter
+    def url(self, url: str) -> None:
+        self._url = Secret(check_url(url))
 
     def __repr__(self) -> str:
         ready = " READY" if self.ready else ""
@@ -458,7 +467,7 @@ class Client:
         raw = self.link.raw
         try:
             ws = await ws_connect(
-                self.url,
+                str(self._url.reveal()),
                 ssl=self._ssl,
                 open_timeout=self._attempt_timeout(self.open_timeout),
                 ping_interval=self.raw_ping_interval if raw else None,

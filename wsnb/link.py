@@ -250,7 +250,7 @@ class Link:
             return
         kind = frame["type"]
         if kind == "msg":
-            await self._on_msg(ws, frame)
+            await self._on_msg(ws, frame, len(raw))
         elif kind == "ack":
             if "upto" in frame and type(frame["upto"]) is int:
                 self._ack_settle(self.sender.ack(upto=frame["upto"]))
@@ -294,15 +294,15 @@ class Link:
         except ProtocolError as exc:
             await self._complain(ws, exc)
             return
-        await self._on_msg(ws, frame)
+        await self._on_msg(ws, frame, len(text))
 
-    async def _on_msg(self, ws: Connection, frame: dict[str, Any]) -> None:
+    async def _on_msg(self, ws: Connection, frame: dict[str, Any], size: int) -> None:
         if self.workers:
-            await self._work.put(frame)
+            await self._work.put((frame, size))
         else:
-            await self._process(ws, frame)
+            await self._process(ws, frame, size)
 
-    async def _process(self, ws: Connection, frame: dict[str, Any]) -> None:
+    async def _process(self, ws: Connection, frame: dict[str, Any], size: int) -> None:
         msg_id = frame["id"]
         try:
             if self.secret is not None:
@@ -315,7 +315,7 @@ class Link:
         if self.process_delay is not None:
             await asyncio.sleep(self.process_delay())
         try:
-            ready = self.receiver.accept(msg_id, payload, time.monotonic())
+            ready = self.receiver.accept(msg_id, payload, time.monotonic(), size)
         except ProtocolError as exc:  # too far ahead: not delivered, not acked, resent later
             await self._complain(ws, ProtocolError("too_far_ahead", exc.reason))
             return
@@ -369,8 +369,8 @@ class Link:
 
     async def _worker(self, ws: Connection) -> None:
         while True:
-            frame = await self._work.get()
-            await self._process(ws, frame)
+            frame, size = await self._work.get()
+            await self._process(ws, frame, size)
 
     # ----- one connection --------------------------------------------------
 
@@ -382,7 +382,7 @@ class Link:
         self.heartbeat_ms = heartbeat_ms
         self._deadlink = (DeadLinkTimer(heartbeat_ms, time.monotonic())
                           if heartbeat_ms > 0 and not self.raw else None)
-        self._work: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._work: asyncio.Queue[tuple[dict[str, Any], int]] = asyncio.Queue()
         tasks = [asyncio.ensure_future(self._writer(ws))]
         if not self.raw:
             tasks.append(asyncio.ensure_future(self._acker(ws)))

@@ -633,3 +633,17 @@ def test_model_smoke_lossy_run() -> None:
     m.drain()
     assert [p for _, p in m.delivered] == m.sent == [f"p{i}" for i in range(1, 9)]
     assert m.receiver.duplicates > 0
+
+
+def test_reorder_buffer_is_bounded_in_bytes() -> None:
+    from wsnb.errors import ProtocolError
+    from wsnb.protocol.session import Receiver
+
+    receiver = Receiver(max_held_bytes=1000)
+    receiver.accept(2, "a", 0.0, size=600)
+    with pytest.raises(ProtocolError, match="reorder buffer full"):
+        receiver.accept(3, "b", 0.0, size=600)
+    assert receiver.held_bytes == 600
+    assert receiver.accept(1, "first", 0.0, size=600) == [(1, "first"), (2, "a")]
+    assert receiver.held_bytes == 0
+    assert receiver.accept(3, "b", 0.0, size=600) == [(3, "b")]

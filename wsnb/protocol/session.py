@@ -161,8 +161,11 @@ class Receiver:
     """
 
     def __init__(self, max_held: int = 10_000, ack_every: int = 64,
-                 ack_delay: float = 0.1) -> None:
+                 ack_delay: float = 0.1, max_held_bytes: int = 64 * 1024 * 1024) -> None:
         self.max_held = max_held
+        self.max_held_bytes = max_held_bytes
+        self.held_bytes = 0
+        self._held_size: dict[int, int] = {}
         self.ack_every = ack_every
         self.ack_delay = ack_delay
         self.last_delivered = 0
@@ -176,12 +179,19 @@ class Receiver:
         """A new session starts: ids restart at 1."""
         self.last_delivered = 0
         self.held.clear()
+        self._held_size.clear()
+        self.held_bytes = 0
         self.pending_acks = 0
         self.ack_deadline = None
         self._ack_now = False
 
-    def accept(self, id: int, payload: Any, now: float) -> list[tuple[int, Any]]:
-        """Take message `id`; return ``(id, payload)`` pairs now deliverable, in order."""
+    def accept(self, id: int, payload: Any, now: float, size: int = 0) -> list[tuple[int, Any]]:
+        """Take message `id` (`size` bytes); return ``(id, payload)`` pairs now deliverable.
+
+        Early ids wait in the reorder buffer, bounded by `max_held` ids and
+        `max_held_bytes`; past either bound `ProtocolError` says so and the
+        message is neither delivered nor acked (the sender resends it later).
+        """
         if id <= self.last_delivered or id in self.held:
             self.duplicates += 1
             self._ack_now = True  # the sender lost our ack: tell it again now
@@ -190,7 +200,15 @@ class Receiver:
             raise ProtocolError(
                 "too_large",
                 f"id {id} is more than {self.max_held} ahead of {self.last_delivered}", id)
+        early = id != self.last_delivered + 1
+        if early and self.held_bytes + size > self.max_held_bytes:
+            raise ProtocolError(
+                "too_large", f"reorder buffer full ({self.held_bytes} bytes held waiting for "
+                f"id {self.last_delivered + 1})", id)
         self.held[id] = payload
+        if early and size:
+            self._held_size[id] = size
+            self.held_bytes += size
         return self._release(now)
 
     def skip(self, id: int, now: float) -> list[tuple[int, Any]]:
@@ -206,8 +224,11 @@ class Receiver:
         out: list[tuple[int, Any]] = []
         held = self.held
         nxt = self.last_delivered + 1
+        sizes = self._held_size
         while nxt in held:
             payload = held.pop(nxt)
+            if sizes:
+                self.held_bytes -= sizes.pop(nxt, 0)
             if payload is not _SKIPPED:
                 out.append((nxt, payload))
             nxt += 1
