@@ -43,8 +43,17 @@ class Receipt:
                 return
             self.state, self.error = state, error
             waiters, self._waiters = self._waiters, None
-        for loop, future in waiters or ():
-            loop.call_soon_threadsafe(_wake, future)
+        if not waiters:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for loop, future in waiters:
+            if loop is running:
+                _wake(future)  # same loop: no need to wake the selector
+            else:
+                loop.call_soon_threadsafe(_wake, future)
 
     def __await__(self) -> Generator[Any, None, Receipt]:
         if not self.done:

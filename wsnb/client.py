@@ -262,7 +262,7 @@ class Client:
             if isinstance(payload, str):
                 return payload, 0
             return envelope.payload_text(payload), 0
-        text = envelope.payload_text(payload)
+        text = envelope.payload_text(payload, canonical=self._secret is not None)
         if len(text) > self.max_message:
             raise ValueError(f"payload is {len(text)} characters serialized; the limit is "
                              f"max_message={self.max_message}")
@@ -300,7 +300,10 @@ class Client:
                     f"(limits {self.link.sender.max_messages} messages, "
                     f"{self.link.sender.max_bytes} bytes)")
             await self.link.wait_room(size)
-        return self.link.enqueue(data, z=z, queued=not self.ready)
+        receipt = self.link.enqueue(data, z=z, queued=not self.ready)
+        if self.ready:
+            await self.link.write_now()
+        return receipt
 
     @on_own_loop
     async def recv(self, timeout: float | None = None) -> Any:

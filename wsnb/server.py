@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import random
 import secrets
 import ssl as ssl_module
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +83,12 @@ class Server:
         answer_pings: bool = True,
         close_frames: bool = True,
         throttle: tuple[int, float] | None = None,
+        rate_limit: tuple[int, float] | None = None,
+        max_connections_per_token: int | None = None,
+        allowed_origins: Iterable[str] | None = None,
+        open_timeout: float = 10.0,
+        drop_rate: float = 0.0,
+        ack_delay: float = 0.0,
         timeline: Timeline | None = None,
         loop: LoopChoice = "auto",
         seed: int | None = None,
@@ -115,6 +122,21 @@ class Server:
         self.close_frames = close_frames  # False: answer a close by dropping TCP
         self.throttle = throttle  # (n, seconds): more connections than n per window get HTTP 429
         self._recent_connects: list[float] = []
+        # Hardening (all off by default): over n frames per `seconds` on one connection
+        # closes it with 4429 and a "retry after N s" hint; live connections per token;
+        # browser Origins allowed (HTTP 403 otherwise; requests without Origin, i.e. not
+        # from a browser, pass); seconds to complete the HTTP upgrade (slowloris).
+        self.rate_limit = rate_limit
+        self.max_connections_per_token = max_connections_per_token
+        self.allowed_origins = (None if allowed_origins is None else
+                                frozenset(o.lower().rstrip("/") for o in allowed_origins))
+        self.open_timeout = open_timeout
+        # Chaos: drop an incoming frame and the TCP connection with probability drop_rate
+        # (what a lost frame looks like over TCP); hold each ack back ack_delay seconds.
+        self.drop_rate = drop_rate
+        self.ack_delay = ack_delay
+        self._slots: dict[ServerConnection, str] = {}  # connection -> token hash
+        self._live_per_token: dict[str, int] = {}
         self.timeline = timeline if timeline is not None else Timeline()
         self.delivered: list[Any] = []
         self.keep_delivered = keep_delivered
@@ -146,6 +168,7 @@ class Server:
                 self._handle, self.host, self.port, process_request=self._process_request,
                 max_size=self.max_size, ping_interval=None, compression=None,
                 close_timeout=1, server_header="wsnb", ssl=self.ssl,
+                open_timeout=self.open_timeout,
                 logger=TRANSPORT_LOGGER,
             )
             self.port = self._server.sockets[0].getsockname()[1]
@@ -198,7 +221,7 @@ class Server:
         session = self.sessions.get(session_id)
         if session is None:
             raise KeyError(f"no session {session_id[:8]}…")
-        text = envelope.payload_text(payload)
+        text = envelope.payload_text(payload, canonical=self._secret is not None)
         data, z = envelope.maybe_compress(text, 64 * 1024)
         await session.link.wait_room(len(data))
         return session.link.enqueue(data, z=z, queued=session.connection is None)
@@ -240,9 +263,54 @@ class Server:
         )
         link.receiver.max_held = self.max_unacked
         link._assembler.max_chunks = -(-self.max_message // max(1, self.max_size // 8))
+        self._guard(link)
         return link, delivered
 
+    def _guard(self, link: Link) -> None:
+        """Install the per-connection rate limit and the chaos knobs on a session's link."""
+        if self.rate_limit is None and not self.drop_rate and not self.ack_delay:
+            return
+        on_frame, send_control = link._on_frame, link.send_control
+        window: dict[str, Any] = {"ws": None, "start": 0.0, "count": 0}
+
+        async def guarded(ws: ServerConnection, raw: str | bytes) -> None:
+            if self.rate_limit is not None:
+                limit, seconds = self.rate_limit
+                now = time.monotonic()
+                if window["ws"] is not ws or now - window["start"] >= seconds:
+                    window.update(ws=ws, start=now, count=0)
+                window["count"] += 1
+                if window["count"] > limit:
+                    if window["count"] == limit + 1:  # close once; ignore what is still queued
+                        retry = max(1, math.ceil(window["start"] + seconds - now))
+                        reason = (f"too many messages (over {limit} in {seconds:g} s); "
+                                  f"retry after {retry} s")
+                        self.timeline.record("close", peer=link.peer, detail=f"4429 {reason}")
+                        await ws.close(4429, reason)
+                    return
+            if self.drop_rate and self._rng.random() < self.drop_rate:
+                self.timeline.record("chaos", peer=link.peer,
+                                     detail=f"dropped a frame and the connection "
+                                            f"(drop={self.drop_rate:g})")
+                ws.transport.abort()
+                return
+            await on_frame(ws, raw)
+
+        async def delayed(ws: ServerConnection, text: str) -> None:
+            if text.startswith('{"type":"ack"'):
+                await asyncio.sleep(self.ack_delay)
+            await send_control(ws, text)
+
+        link._on_frame = guarded  # type: ignore[method-assign]
+        if self.ack_delay:
+            link.send_control = delayed  # type: ignore[method-assign]
+
     def _process_request(self, ws: ServerConnection, request: Any) -> Any:
+        origin = request.headers.get("Origin")
+        if (self.allowed_origins is not None and origin is not None
+                and origin.lower().rstrip("/") not in self.allowed_origins):
+            self.timeline.record("error", detail=f"origin refused: HTTP 403 ({origin[:100]!r})")
+            return ws.respond(403, "Origin not allowed\n")
         if self.throttle is None:
             return None
         limit, window = self.throttle
@@ -298,6 +366,11 @@ class Server:
             pass
         finally:
             self.connections.discard(ws)
+            token_hash = self._slots.pop(ws, None)
+            if token_hash is not None:
+                self._live_per_token[token_hash] -= 1
+                if not self._live_per_token[token_hash]:
+                    del self._live_per_token[token_hash]
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
         try:
@@ -321,6 +394,12 @@ class Server:
             self.refused_handshakes += 1
             self.timeline.record("close", detail="4401 token refused")
             await ws.close(4401, "token refused")
+            return
+        if not self._take_slot(ws, hello, _hash_token(token)):
+            reason = (f"too many connections for this token (limit "
+                      f"{self.max_connections_per_token}); retry after 5 s")
+            self.timeline.record("close", detail=f"4429 {reason}")
+            await ws.close(4429, reason)
             return
         session = self._session_for(hello, _hash_token(token))
         if session is None:
@@ -358,6 +437,22 @@ class Server:
             code = ws.close_code if ws.close_code is not None else 1006
             self.timeline.record("close", peer=session.id[:8],
                                  detail=f"{code} {ws.close_reason or ''}".strip())
+
+    def _take_slot(self, ws: ServerConnection, hello: dict[str, Any], token_hash: str) -> bool:
+        """Count `ws` against its token's `max_connections_per_token`; False when full."""
+        limit = self.max_connections_per_token
+        if limit is None:
+            return True
+        live = self._live_per_token.get(token_hash, 0)
+        wanted = hello.get("session")
+        old = self.sessions.get(wanted) if isinstance(wanted, str) else None
+        if old is not None and old.connection is not None and old.token_hash == token_hash:
+            live -= 1  # a resume replaces its own stale connection
+        if live >= limit:
+            return False
+        self._live_per_token[token_hash] = self._live_per_token.get(token_hash, 0) + 1
+        self._slots[ws] = token_hash
+        return True
 
     def _session_for(self, hello: dict[str, Any], token_hash: str) -> ServerSession | None:
         wanted = hello.get("session")
