@@ -37,6 +37,9 @@ DEFAULT_CHUNK_SIZE = 512 * 1024
 FRAME_OVERHEAD = 256
 
 
+_ACK_PREFIX = '{"type":"ack","upto":'
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -214,7 +217,7 @@ class Link:
             self._ack_wake.clear()
             upto = receiver.take_ack()
             if upto is not None:
-                await self.send_control(ws, f'{{"type":"ack","upto":{upto}}}')
+                await self.send_control(ws, f"{_ACK_PREFIX}{upto}}}")
 
     async def _pinger(self, ws: Connection) -> None:
         interval = self.heartbeat_ms / 1000
@@ -259,6 +262,11 @@ class Link:
         if self.raw:
             await self._deliver_raw(raw)
             return
+        if type(raw) is str and raw.startswith(_ACK_PREFIX) and raw[-1:] == "}":  # hot path
+            upto = raw[len(_ACK_PREFIX):-1]
+            if upto.isdigit() and len(upto) < 19:
+                self._ack_settle(self.sender.ack(upto=int(upto)))
+                return
         try:
             frame = envelope.parse_frame(raw)
         except ProtocolError as exc:
@@ -358,7 +366,7 @@ class Link:
                                       or not self._more_buffered(ws)):
             upto = receiver.take_ack()
             if upto is not None and not self._write_lock.locked():
-                await self.send_control(ws, f'{{"type":"ack","upto":{upto}}}')
+                await self.send_control(ws, f"{_ACK_PREFIX}{upto}}}")
             elif upto is not None:
                 receiver.pending_acks, receiver._ack_now = 1, True  # let the acker send it
                 self._ack_wake.set()
