@@ -58,3 +58,8 @@ def __getattr__(name: str) -> object:
 
         return getattr(wsnb.widgets, name)
     raise AttributeError(f"module 'wsnb' has no attribute {name!r}")
+
+from wsnb.doctor import Report, adoctor, doctor  # noqa: E402
+
+_PANELS += ("DoctorPanel",)
+__all__ += ["DoctorPanel", "Report", "adoctor", "doctor"]

@@ -42,7 +42,7 @@ class ReadyState(IntEnum):
 #: Close codes in words (RFC 6455 and PROTOCOL.md).
 CLOSE_CODES = {
     1000: "normal closure",
-    1001: "going away (server shutting down)",
+    1001: "going away (server shutting down, or the endpoint is leaving)",
     1002: "protocol error",
     1003: "unsupported data",
     1005: "no status code",

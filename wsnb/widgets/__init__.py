@@ -7,7 +7,9 @@ only when what it shows changed, and stops when closed.
 from wsnb.widgets.chaos import ChaosPanel
 from wsnb.widgets.connection import ConnectionPanel
 from wsnb.widgets.dashboard import Dashboard
+from wsnb.widgets.doctor_panel import DoctorPanel
 from wsnb.widgets.send import SendPanel
 from wsnb.widgets.timeline_panel import TimelinePanel
 
-__all__ = ["ChaosPanel", "ConnectionPanel", "Dashboard", "SendPanel", "TimelinePanel"]
+__all__ = ["ChaosPanel", "ConnectionPanel", "Dashboard", "DoctorPanel", "SendPanel",
+           "TimelinePanel"]
