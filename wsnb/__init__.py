@@ -1,11 +1,14 @@
 """wsnb: WebSocket behaviour made visible and reliable inside Jupyter.
 
 Start with `Client`, `Server` and `FaultProxy`; every layer writes to a
-`Timeline` you read as pandas DataFrames. See docs/protocol.md for the wire.
+`Timeline` you read as pandas DataFrames. `demo()` starts all three with a
+dashboard; `doctor(url)` checks any server. See docs/protocol.md for the wire.
 """
 
 from wsnb._receipt import Receipt
 from wsnb.client import CLOSE_CODES, Client, ReadyState, describe_close
+from wsnb.demo import demo
+from wsnb.doctor import Report, adoctor, doctor
 from wsnb.errors import (
     AuthError,
     Backpressure,
@@ -23,6 +26,19 @@ from wsnb.timeline import EVENT_TYPES, Timeline
 
 __version__ = "0.1.0"
 
+# Panels import ipywidgets, so they load on first use (`wsnb.Dashboard`, ...).
+_PANELS = ("ChaosPanel", "ConnectionPanel", "Dashboard", "DoctorPanel", "SendPanel",
+           "TimelinePanel")
+
+
+def __getattr__(name: str) -> object:
+    if name in _PANELS:
+        import wsnb.widgets
+
+        return getattr(wsnb.widgets, name)
+    raise AttributeError(f"module 'wsnb' has no attribute {name!r}")
+
+
 __all__ = [
     "CLOSE_CODES",
     "EVENT_TYPES",
@@ -37,29 +53,15 @@ __all__ = [
     "ReadyState",
     "Receipt",
     "Refused",
+    "Report",
     "Server",
     "ServerSession",
     "Timeline",
     "WsnbError",
+    "adoctor",
+    "demo",
     "describe_close",
+    "doctor",
     "run",
+    *_PANELS,
 ]
-
-# Panels (wsnb.widgets) import ipywidgets on first use only; demo() imports them when called.
-from wsnb.demo import demo  # noqa: E402
-
-_PANELS = ("ChaosPanel", "ConnectionPanel", "Dashboard", "SendPanel", "TimelinePanel")
-__all__ += [*_PANELS, "demo"]
-
-
-def __getattr__(name: str) -> object:
-    if name in _PANELS:
-        import wsnb.widgets
-
-        return getattr(wsnb.widgets, name)
-    raise AttributeError(f"module 'wsnb' has no attribute {name!r}")
-
-from wsnb.doctor import Report, adoctor, doctor  # noqa: E402
-
-_PANELS += ("DoctorPanel",)
-__all__ += ["DoctorPanel", "Report", "adoctor", "doctor"]
