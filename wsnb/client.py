@@ -300,7 +300,7 @@ class Client:
                     f"(limits {self.link.sender.max_messages} messages, "
                     f"{self.link.sender.max_bytes} bytes)")
             await self.link.wait_room(size)
-        receipt = self.link.enqueue(data, z=z, queued=not self.ready)
+        receipt = self.link.enqueue(data, z=z, queued=not self.ready, wake=not self.ready)
         if self.ready:
             await self.link.write_now()
         return receipt

@@ -121,7 +121,8 @@ class Link:
             self._room.clear()
             await self._room.wait()
 
-    def enqueue(self, data: str | bytes, *, z: int = 0, queued: bool = False) -> Receipt:
+    def enqueue(self, data: str | bytes, *, z: int = 0, queued: bool = False,
+                wake: bool = True) -> Receipt:
         """Accept serialized payload `data` into the outbox; the writer sends it when open."""
         now = time.monotonic()
         binary = isinstance(data, bytes)
@@ -132,7 +133,8 @@ class Link:
         if queued:
             self.timeline.record("queued", direction="out", id=out.id, size=out.size,
                                  peer=self.peer, detail="not READY: held in outbox")
-        self._wake.set()
+        if wake:  # the caller writes it itself (write_now) when the writer is idle
+            self._wake.set()
         return receipt
 
     def _settled(self) -> None:
@@ -157,13 +159,51 @@ class Link:
         return envelope.split_chunks(text, out.id, limit)  # type: ignore[return-value]
 
     async def _writer(self, ws: Connection) -> None:
+        sender = self.sender
         while True:
-            out = self.sender.take()
+            out = sender.take()
             if out is None:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            await self._write(ws, out)
+            if not sender.unsent or self.raw:
+                await self._write(ws, out)
+                continue
+            batch, size = [out], out.size
+            while sender.unsent and len(batch) < 256 and size < 64 * 1024:
+                nxt = sender.take()
+                batch.append(nxt)
+                size += nxt.size
+            await self._write_batch(ws, batch)
+
+    async def _write_batch(self, ws: Connection, batch: list[Outgoing]) -> None:
+        """Several messages, one transport write: one syscall instead of one per frame."""
+        framed = [(out, self._frame_for(out)) for out in batch]
+        try:
+            async with self._write_lock, ws.send_context():
+                protocol = ws.protocol
+                for _, frames in framed:
+                    for frame in frames:
+                        protocol.send_text(frame.encode())
+                ws.transport.write(b"".join(protocol.data_to_send()))
+        except BaseException:
+            self.sender.unsent.extendleft(reversed(batch))  # not written: keep them, in order
+            raise
+        now = time.monotonic()
+        record = self.timeline.record
+        for out, frames in framed:
+            self.sender.written(out, now, expect_ack=True)
+            kind = "resent" if out.writes > 1 or out.renumbered else "written"
+            self.counters[kind] += 1
+            detail = f"{len(frames)} chunks" if len(frames) > 1 else ""
+            if out.renumbered:
+                detail = "resent in a new session: at-least-once"
+            record(kind, direction="out", id=out.id, size=out.size, peer=self.peer,
+                   detail=detail)
+            receipt: Receipt = out.handle
+            if receipt.state == "queued":
+                receipt.state = "written"
+        self.last_written = batch[-1]
 
     async def write_now(self) -> None:
         """Write queued messages from the caller's task when the writer is idle.
@@ -172,13 +212,28 @@ class Link:
         and locking happen without yielding, so id order holds.
         """
         ws = self.ws
+        sender = self.sender
+        if sender.inflight and not self.raw:  # streaming: write in batches, one syscall each
+            if len(sender.unsent) < 32 or ws is None or self._write_lock.locked():
+                self._wake.set()  # the writer flushes the rest when this task yields
+                return
+            batch = list(sender.unsent)
+            sender.unsent.clear()
+            try:
+                await self._write_batch(ws, batch)
+            except (ConnectionClosed, OSError):
+                return
+            return
         while ws is not None and self.sender.unsent and not self._write_lock.locked():
             out = self.sender.take()
             assert out is not None
             try:
                 await self._write(ws, out)
             except (ConnectionClosed, OSError):
+                self._wake.set()
                 return  # kept in the outbox; the connection's reader sees the close
+        if self.sender.unsent:
+            self._wake.set()
 
     async def _write(self, ws: Connection, out: Outgoing) -> None:
         frames = self._frame_for(out)
@@ -256,6 +311,12 @@ class Link:
         self._settled()
 
     async def _on_frame(self, ws: Connection, raw: str | bytes) -> None:
+        await self._dispatch(ws, raw)
+        receiver = self.receiver
+        if not self.workers and receiver.wants_ack:
+            await self._ack_inline(ws)
+
+    async def _dispatch(self, ws: Connection, raw: str | bytes) -> None:
         self.last_received = now = time.monotonic()
         if self._deadlink is not None:
             self._deadlink.touch(now)
@@ -275,8 +336,6 @@ class Link:
         kind = frame["type"]
         if kind == "msg":
             await self._on_msg(ws, frame, len(raw))
-            if not self.workers:
-                await self._ack_inline(ws)
         elif kind == "ack":
             if "upto" in frame and type(frame["upto"]) is int:
                 self._ack_settle(self.sender.ack(upto=frame["upto"]))
@@ -289,7 +348,7 @@ class Link:
                 await self._complain(ws, exc)
                 return
             if text is not None:
-                await self._on_frame_text(ws, text)
+                await self._on_joined(ws, text, frame["id"])
         elif kind == "ping":
             if self.answer_pings:
                 await self.send_control(ws, envelope.frame_text("pong", ts=frame["ts"]))
@@ -298,6 +357,7 @@ class Link:
             rtt = max(0.0, now_ms() - frame["ts"])
             self.rtt_ms = rtt
             self.timeline.record("pong", direction="in", peer=self.peer, latency_ms=rtt)
+            self.on_change()
         elif kind == "nack":
             out = self.sender.nack(frame["id"])
             self.counters["nacked"] += 1
@@ -312,12 +372,15 @@ class Link:
         else:  # handshake frames after the handshake
             await self._complain(ws, ProtocolError("bad_envelope", f"unexpected {kind} frame"))
 
-    async def _on_frame_text(self, ws: Connection, text: str) -> None:
+    async def _on_joined(self, ws: Connection, text: str, chunk_id: int) -> None:
+        """A completed chunk series: a ``msg`` frame, refused by the series' id otherwise."""
         try:
             frame = envelope.parse_frame(text)
-            if frame["type"] != "msg":
-                raise ProtocolError("bad_envelope", "chunks must join into a msg frame")
+            if frame["type"] != "msg" or frame["id"] != chunk_id:
+                raise ProtocolError("bad_envelope",
+                                    f"chunks {chunk_id} must join into msg {chunk_id}")
         except ProtocolError as exc:
+            exc.id, exc.frame_type = chunk_id, "chunk"
             await self._complain(ws, exc)
             return
         await self._on_msg(ws, frame, len(text))
@@ -362,14 +425,14 @@ class Link:
     async def _ack_inline(self, ws: Connection) -> None:
         """Ack now if due or if the burst is over: no hop to the acker task."""
         receiver = self.receiver
-        if receiver.pending_acks and (receiver.ack_due(time.monotonic())
-                                      or not self._more_buffered(ws)):
-            upto = receiver.take_ack()
-            if upto is not None and not self._write_lock.locked():
-                await self.send_control(ws, f"{_ACK_PREFIX}{upto}}}")
-            elif upto is not None:
-                receiver.pending_acks, receiver._ack_now = 1, True  # let the acker send it
-                self._ack_wake.set()
+        if not (receiver.ack_due(time.monotonic()) or not self._more_buffered(ws)):
+            return
+        if self._write_lock.locked():  # a batch or chunk series is being written
+            self._ack_wake.set()
+            return
+        upto = receiver.take_ack()
+        if upto is not None:
+            await self.send_control(ws, f"{_ACK_PREFIX}{upto}}}")
 
     async def _deliver_many(self, ready: list[tuple[int, Any]]) -> None:
         record = self.timeline.record
@@ -379,8 +442,8 @@ class Link:
             if result is not None:
                 await result
         self.counters["received"] += len(ready)
-        if ready or self.receiver.ack_due(time.monotonic()):
-            self._ack_wake.set()
+        if self.workers and (ready or self.receiver.ack_due(time.monotonic())):
+            self._ack_wake.set()  # without workers, _on_frame acks inline (_ack_inline)
         if ready:
             self.on_change()
 

@@ -97,6 +97,14 @@ class Server:
             raise ValueError(f"workers must be >= 0, got {workers}")
         if heartbeat_ms < 0:
             raise ValueError(f"heartbeat_ms must be >= 0 (0 = off), got {heartbeat_ms}")
+        if rate_limit is not None and not (rate_limit[0] >= 1 and rate_limit[1] > 0):
+            raise ValueError(f"rate_limit must be (n >= 1, seconds > 0), got {rate_limit}")
+        if max_connections_per_token is not None and max_connections_per_token < 1:
+            raise ValueError(f"max_connections_per_token must be >= 1, got "
+                             f"{max_connections_per_token}")
+        if not 0 <= drop_rate <= 1 or ack_delay < 0:
+            raise ValueError(f"drop_rate must be in [0, 1] and ack_delay >= 0, got "
+                             f"{drop_rate}, {ack_delay}")
         self.host = host
         self.port = port
         self._token = optional_secret(token)
@@ -147,6 +155,7 @@ class Server:
         self._rng = random.Random(seed)
         self._server: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._reaper: asyncio.Future[None] | None = None
 
     # ----- lifecycle --------------------------------------------------------
 
@@ -166,19 +175,22 @@ class Server:
         if self._server is None:
             self._server = await serve(
                 self._handle, self.host, self.port, process_request=self._process_request,
-                max_size=self.max_size, ping_interval=None, compression=None,
+                max_size=self.max_size, ping_interval=None, compression=None, backlog=4096,
                 close_timeout=1, server_header="wsnb", ssl=self.ssl,
                 open_timeout=self.open_timeout,
                 logger=TRANSPORT_LOGGER,
             )
             self.port = self._server.sockets[0].getsockname()[1]
-            self._tasks.add(asyncio.ensure_future(self._reap_sessions()))
+            if self._reaper is None or self._reaper.done():
+                self._reaper = asyncio.ensure_future(self._reap_sessions())
         return self
 
     @on_own_loop
     async def close(self, code: int = 1001, reason: str = "server shutting down") -> None:
         """Stop listening and close every connection (1001 by default)."""
         await self._stop(code, reason)
+        if self._reaper is not None:
+            self._reaper.cancel()
         for task in self._tasks:
             task.cancel()
         self._tasks.clear()
@@ -189,11 +201,21 @@ class Server:
 
         ``keep_sessions=False`` forgets every session, as a crashed server would.
         """
-        await self._stop(1012, "service restart")
+        server, self._server = self._server, None
+        closing = None
+        if server is not None:
+            server.close(close_connections=False)  # stop accepting now
+            closing = asyncio.gather(*(ws.close(1012, "service restart")
+                                       for ws in list(self.connections)),
+                                     return_exceptions=True)
         if not keep_sessions:
             self.sessions.clear()
         self.timeline.record("chaos", detail=f"server restart (keep_sessions={keep_sessions})")
-        await self.start()
+        await self.start()  # listen again at once: reconnects never meet a closed port
+        if closing is not None:
+            await closing
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 3)
 
     async def _stop(self, code: int, reason: str) -> None:
         server, self._server = self._server, None
@@ -296,10 +318,20 @@ class Server:
                 return
             await on_frame(ws, raw)
 
+        late: set[asyncio.Task[None]] = set()
+
+        async def send_later(ws: ServerConnection, text: str) -> None:
+            await asyncio.sleep(self.ack_delay)
+            with contextlib.suppress(ConnectionClosed):
+                await send_control(ws, text)
+
         async def delayed(ws: ServerConnection, text: str) -> None:
-            if text.startswith('{"type":"ack"'):
-                await asyncio.sleep(self.ack_delay)
-            await send_control(ws, text)
+            if not text.startswith('{"type":"ack"'):
+                await send_control(ws, text)
+                return
+            task = asyncio.ensure_future(send_later(ws, text))  # never stall the reader
+            late.add(task)
+            task.add_done_callback(late.discard)
 
         link._on_frame = guarded  # type: ignore[method-assign]
         if self.ack_delay:

@@ -36,10 +36,12 @@ is being built.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from array import array
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -301,6 +303,38 @@ class Timeline:
     def states(self, last: int | None = None) -> pd.DataFrame:
         """Events of types state, close, error, chaos."""
         return _frame(self._snapshot(None), _STATE_MASK, _check_last(last))
+
+    # ----- files (wsnb.har) --------------------------------------------------
+
+    @classmethod
+    def from_har(cls, path: str | os.PathLike[str], maxlen: int | None = None) -> Timeline:
+        """Read the WebSocket requests of a HAR file saved from Chrome or Firefox devtools.
+
+        ``sent``/``received`` rows with sizes, ``peer`` = the request URL;
+        wsnb protocol frames also give ids, ``acked`` latencies and pings.
+        """
+        from wsnb.har import read_har
+
+        return read_har(path, maxlen)
+
+    def to_har(self, path: str | os.PathLike[str], url: str | None = None) -> Path:
+        """Write the retained events as a HAR file (one entry per connection, no payloads)."""
+        from wsnb.har import write_har
+
+        return write_har(self, path, url)
+
+    def to_parquet(self, path: str | os.PathLike[str]) -> Path:
+        """Write the retained events to Parquet (needs the ``parquet`` extra: pyarrow)."""
+        from wsnb.har import write_parquet
+
+        return write_parquet(self, path)
+
+    @classmethod
+    def from_parquet(cls, path: str | os.PathLike[str], maxlen: int | None = None) -> Timeline:
+        """Read a timeline written by `to_parquet`."""
+        from wsnb.har import read_parquet
+
+        return read_parquet(path, maxlen)
 
     def _snapshot(self, last: int | None) -> _Snapshot:
         """Copy the newest ``last`` (default all) events out, in logical order."""

@@ -16,7 +16,7 @@ decides when to ack. Rules (PROTOCOL.md, "Delivery guarantees"):
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,7 @@ class Sender:
         self.max_bytes = max_bytes
         self.next_id = 1
         self.unsent: deque[Outgoing] = deque()
-        self.inflight: dict[int, Outgoing] = {}
+        self.inflight: dict[int, Outgoing] = OrderedDict()  # O(1) pop from the front
         self.held_bytes = 0
 
     @property
@@ -239,6 +239,11 @@ class Receiver:
                 self.ack_deadline = now + self.ack_delay
             self.pending_acks += moved
         return out
+
+    @property
+    def wants_ack(self) -> bool:
+        """Whether anything is waiting to be acked (deliveries or a duplicate)."""
+        return bool(self.pending_acks) or self._ack_now
 
     def ack_due(self, now: float) -> bool:
         """Whether an ack should go out now."""
