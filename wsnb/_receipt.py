@@ -19,13 +19,14 @@ class Receipt:
     ``(await receipt).latency_ms`` works.
     """
 
-    __slots__ = ("id", "state", "latency_ms", "error", "_waiters", "_lock")
+    __slots__ = ("id", "state", "latency_ms", "error", "chunks", "_waiters", "_lock")
 
     def __init__(self, id: int, state: str = "queued") -> None:
         self.id = id
         self.state = state
         self.latency_ms: float | None = None
         self.error: WsnbError | None = None
+        self.chunks: tuple[int, int] | None = None  # (written, total) for a chunked message
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] | None = None
         self._lock = threading.Lock()
 

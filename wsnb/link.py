@@ -237,10 +237,16 @@ class Link:
 
     async def _write(self, ws: Connection, out: Outgoing) -> None:
         frames = self._frame_for(out)
+        receipt: Receipt = out.handle
         try:
             async with self._write_lock:
-                for frame in frames:
-                    await ws.send(frame)
+                if len(frames) == 1:
+                    await ws.send(frames[0])
+                else:
+                    receipt.chunks = (0, len(frames))
+                    for done, frame in enumerate(frames, start=1):
+                        await ws.send(frame)
+                        receipt.chunks = (done, len(frames))
         except BaseException:
             self.sender.unsent.appendleft(out)  # not written: keep it, in order
             raise
@@ -253,7 +259,6 @@ class Link:
             detail = "resent in a new session: at-least-once"
         self.timeline.record(kind, direction="out", id=out.id, size=out.size, peer=self.peer,
                              detail=detail)
-        receipt: Receipt = out.handle
         if self.raw:
             receipt._settle("acked")
             self._settled()
