@@ -19,6 +19,7 @@ from wsnb.errors import (
     WsnbError,
 )
 from wsnb.loop import run
+from wsnb.progress import send_with_progress
 from wsnb.protocol.backoff import Backoff
 from wsnb.proxy import FaultProxy
 from wsnb.server import Server, ServerSession
@@ -63,5 +64,6 @@ __all__ = [
     "describe_close",
     "doctor",
     "run",
+    "send_with_progress",
     *_PANELS,
 ]

@@ -1110,20 +1110,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-class _NoBar:
-    def __init__(self, **_: Any) -> None:
-        pass
-
-    def set_description(self, _: str) -> None:
-        pass
-
-    def update(self, _: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve:
@@ -1131,12 +1117,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     counts = Counts.make(args.quick, args.scale)
     total = Bench.planned_steps(args.rows, args.runs)
-    try:
-        from tqdm import tqdm
-    except ImportError:  # the bench extra is not installed: no bar
-        tqdm = None
-    bar = (tqdm(total=total, file=sys.stderr, unit="step", dynamic_ncols=True)
-           if tqdm is not None and not args.no_progress else _NoBar())
+    from wsnb.progress import progress
+
+    # tqdm if installed (the bench extra), on a terminal or in a notebook; else a quiet bar
+    bar = progress(total, enabled=False if args.no_progress else None, file=sys.stderr,
+                   unit="step", dynamic_ncols=True)
     bench = Bench(args.rows, args.runs, counts, bar)
     started = time.time()
     try:

@@ -158,23 +158,34 @@ class Link:
             return [text]
         return envelope.split_chunks(text, out.id, limit)  # type: ignore[return-value]
 
+    def _is_big(self, out: Outgoing) -> bool:
+        """Whether `out` goes as a chunk series (then it is written alone, in the background)."""
+        return len(out.data) + FRAME_OVERHEAD > chunk_chars(self.chunk_size, self.peer_max_size)
+
+    def _take_batch(self) -> list[Outgoing]:
+        """Up to 256 small messages (64 KiB) from the front of the outbox, in id order."""
+        sender = self.sender
+        batch: list[Outgoing] = []
+        size = 0
+        while sender.unsent and len(batch) < 256 and size < 64 * 1024:
+            if self._is_big(sender.unsent[0]):
+                break
+            out = sender.unsent.popleft()
+            batch.append(out)
+            size += out.size
+        return batch
+
     async def _writer(self, ws: Connection) -> None:
         sender = self.sender
         while True:
-            out = sender.take()
-            if out is None:
+            if not sender.unsent:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if not sender.unsent or self.raw:
-                await self._write(ws, out)
-                continue
-            batch, size = [out], out.size
-            while sender.unsent and len(batch) < 256 and size < 64 * 1024:
-                nxt = sender.take()
-                batch.append(nxt)
-                size += nxt.size
-            await self._write_batch(ws, batch)
+            if self.raw or len(sender.unsent) == 1 or self._is_big(sender.unsent[0]):
+                await self._write(ws, sender.unsent.popleft())
+            else:
+                await self._write_batch(ws, self._take_batch())
 
     async def _write_batch(self, ws: Connection, batch: list[Outgoing]) -> None:
         """Several messages, one transport write: one syscall instead of one per frame."""
@@ -208,32 +219,27 @@ class Link:
     async def write_now(self) -> None:
         """Write queued messages from the caller's task when the writer is idle.
 
-        Saves the hop to the writer task on the latency path. Taking a message
-        and locking happen without yielding, so id order holds.
+        Saves the hop to the writer task on the latency path; while messages
+        are in flight, writes a batch in one syscall. A chunked message is left
+        to the writer task, so `send` returns its receipt at once. Taking
+        messages and locking happen without yielding, so id order holds.
         """
-        ws = self.ws
-        sender = self.sender
-        if sender.inflight and not self.raw:  # streaming: write in batches, one syscall each
-            if len(sender.unsent) < 32 or ws is None or self._write_lock.locked():
-                self._wake.set()  # the writer flushes the rest when this task yields
-                return
-            batch = list(sender.unsent)
-            sender.unsent.clear()
-            try:
-                await self._write_batch(ws, batch)
-            except (ConnectionClosed, OSError):
-                return
+        ws, sender = self.ws, self.sender
+        if not sender.unsent:
             return
-        while ws is not None and self.sender.unsent and not self._write_lock.locked():
-            out = self.sender.take()
-            assert out is not None
-            try:
-                await self._write(ws, out)
-            except (ConnectionClosed, OSError):
-                self._wake.set()
-                return  # kept in the outbox; the connection's reader sees the close
-        if self.sender.unsent:
+        if ws is None or self._write_lock.locked() or self._is_big(sender.unsent[0]):
             self._wake.set()
+            return
+        try:
+            if sender.inflight and not self.raw:
+                if len(sender.unsent) >= 32:  # streaming: one syscall for many frames
+                    await self._write_batch(ws, self._take_batch())
+            else:
+                await self._write(ws, sender.unsent.popleft())
+        except (ConnectionClosed, OSError):
+            pass  # kept in the outbox; the connection's reader sees the close
+        if sender.unsent:
+            self._wake.set()  # the writer flushes the rest when this task yields
 
     async def _write(self, ws: Connection, out: Outgoing) -> None:
         frames = self._frame_for(out)
