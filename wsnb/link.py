@@ -38,6 +38,8 @@ FRAME_OVERHEAD = 256
 
 
 _ACK_PREFIX = '{"type":"ack","upto":'
+_ACK_PREFIXES = (_ACK_PREFIX, _ACK_PREFIX.encode())
+_CLOSE_BRACES = ("}", b"}")
 
 
 def now_ms() -> int:
@@ -334,8 +336,8 @@ class Link:
         if self.raw:
             await self._deliver_raw(raw)
             return
-        if type(raw) is str and raw.startswith(_ACK_PREFIX) and raw[-1:] == "}":  # hot path
-            upto = raw[len(_ACK_PREFIX):-1]
+        if raw[:21] in _ACK_PREFIXES and raw[-1:] in _CLOSE_BRACES:  # hot path: our acks
+            upto = raw[21:-1]
             if upto.isdigit() and len(upto) < 19:
                 self._ack_settle(self.sender.ack(upto=int(upto)))
                 return
@@ -535,8 +537,13 @@ class Link:
         for raw in first:
             await self._on_frame(ws, raw)
         try:
-            async for raw in ws:
-                await self._on_frame(ws, raw)
+            if self.raw:  # text stays str, binary stays bytes: the user sees the difference
+                async for raw in ws:
+                    await self._on_frame(ws, raw)
+            else:  # our frames are UTF-8 JSON: the parser takes bytes, no decode/encode trip
+                recv = ws.recv
+                while True:
+                    await self._on_frame(ws, await recv(decode=False))
         except ConnectionClosed:
             pass
 
