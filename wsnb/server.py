@@ -261,19 +261,24 @@ class Server:
             lo, hi = self.process_delay
             delay = lambda: self._rng.uniform(lo, hi)  # noqa: E731
 
-        async def deliver(msg_id: int, payload: Any) -> None:
+        def deliver(msg_id: int, payload: Any) -> Awaitable[None] | None:
             self.delivered.append(payload)
             if self.keep_delivered is not None and len(self.delivered) > self.keep_delivered:
                 del self.delivered[: len(self.delivered) - self.keep_delivered]
             session = self.sessions.get(session_id)
-            if self.handler is not None and session is not None:
-                try:
-                    result = self.handler(session, payload)
-                    if result is not None:
-                        await result
-                except Exception as exc:  # a handler bug is shown, never kills the session
-                    self.timeline.record("error", id=msg_id, peer=session_id[:8],
-                                         detail=f"handler raised {type(exc).__name__}: {exc}"[:200])
+            if self.handler is None or session is None:
+                return None  # no coroutine to create and await on the hot path
+            return call_handler(msg_id, session, payload)
+
+        async def call_handler(msg_id: int, session: ServerSession, payload: Any) -> None:
+            try:
+                assert self.handler is not None
+                result = self.handler(session, payload)
+                if result is not None:
+                    await result
+            except Exception as exc:  # a handler bug is shown, never kills the session
+                self.timeline.record("error", id=msg_id, peer=session_id[:8],
+                                     detail=f"handler raised {type(exc).__name__}: {exc}"[:200])
 
         link = Link(
             timeline=self.timeline, deliver=deliver,
