@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -305,10 +306,19 @@ async def test_headless_chromium_session_through_devtools(tmp_path) -> None:
         try:
             page = await browser.new_page()
             cdp = await page.context.new_cdp_session(page)
+            error_seen = asyncio.Event()  # CDP events can trail page.evaluate's result
+
+            def on_event(name: str, params: dict) -> None:
+                events.append((name, params))
+                payload = params.get("response", {}).get("payloadData", "")
+                if name == "webSocketFrameReceived" and '"type":"error"' in payload:
+                    error_seen.set()
+
             for name in CDP_EVENTS:
-                cdp.on(f"Network.{name}", lambda p, name=name: events.append((name, p)))
+                cdp.on(f"Network.{name}", lambda p, name=name: on_event(name, p))
             await cdp.send("Network.enable")
             got = await page.evaluate(PAGE_JS, [srv.url, token])
+            await asyncio.wait_for(error_seen.wait(), 10)
         finally:
             await browser.close()
     assert got[0]["type"] == "handshake_ack" and got[-1]["type"] == "error"

@@ -107,8 +107,6 @@ async def send_with_progress(client: Any, payload: Any, *, desc: str | None = No
     (`Refused`...) or `TimeoutError` after `timeout` seconds (None: no limit).
     """
     receipt: Receipt = await client.send(payload)
-    if receipt.done:
-        return await receipt
     deadline = None if timeout is None else time.monotonic() + timeout
     ack = asyncio.ensure_future(receipt.wait())
     bar: Any = None
