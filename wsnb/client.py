@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import ssl as ssl_module
 import time
@@ -574,11 +573,3 @@ class Client:
         link.peer_max_size = frame["max_size"]
         self.server_heartbeat_ms = frame["heartbeat_ms"]
         return frame["heartbeat_ms"], []
-
-
-def json_or_text(raw: str) -> Any:
-    """Raw mode's reading of a text frame: JSON when it parses, else the text."""
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
