@@ -172,6 +172,14 @@ def encode_msg(
     return f'{{"d":{d},"id":{id},"s":"{s}","ts":{ts},"type":"msg","v":{VERSION},"z":{z}}}'
 
 
+def handshake_frame(token: str | None = None, *, session: str | None = None,
+                    last_seen: int = 0, features: tuple[str, ...] = ("chunk", "z", "upto"),
+                    ) -> str:
+    """The client's ``handshake`` frame: the one place it is built (client, doctor, CLI)."""
+    return dumps({"type": "handshake", "v": VERSION, "token": token, "session": session,
+                  "last_seen": last_seen, "features": list(features)})
+
+
 def compress(data: str) -> str:
     """zlib (RFC 1950) of the UTF-8 text, as base64 text."""
     return base64.b64encode(zlib.compress(data.encode(), 6)).decode("ascii")
