@@ -14,16 +14,18 @@ class Receipt:
     """The fate of one sent message: ``await receipt`` waits until it is acked.
 
     States: ``queued`` (in the outbox), ``written`` (on the socket), ``acked``,
-    ``refused`` (nack, 1009) or ``dropped``. In raw mode there are no acks: the
-    receipt resolves once written. Awaiting returns the receipt itself, so
+    ``refused`` (nack, 1009, a final close) or ``dropped``. In raw mode nothing
+    acks a message: the receipt resolves at ``written`` (handed to the socket),
+    which says nothing about whether the server got it. Awaiting returns the receipt itself, so
     ``(await receipt).latency_ms`` works.
     """
 
-    __slots__ = ("id", "state", "latency_ms", "error", "chunks", "_waiters", "_lock")
+    __slots__ = ("id", "state", "latency_ms", "error", "chunks", "raw", "_waiters", "_lock")
 
-    def __init__(self, id: int, state: str = "queued") -> None:
+    def __init__(self, id: int, state: str = "queued", *, raw: bool = False) -> None:
         self.id = id
         self.state = state
+        self.raw = raw  # no acks: "written" is as far as a raw message gets
         self.latency_ms: float | None = None
         self.error: WsnbError | None = None
         self.chunks: tuple[int, int] | None = None  # (written, total) for a chunked message
@@ -32,7 +34,8 @@ class Receipt:
 
     @property
     def done(self) -> bool:
-        return self.state in ("acked", "refused", "dropped")
+        return self.state in ("acked", "refused", "dropped") or (
+            self.raw and self.state == "written")
 
     def __repr__(self) -> str:
         extra = f" {self.latency_ms:.1f} ms" if self.latency_ms is not None else ""

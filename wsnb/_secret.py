@@ -72,3 +72,20 @@ def safe_url(url: str) -> str:
     query = urlencode([(k, "***" if any(w in k.lower() for w in _SECRET_PARAMS) else v)
                        for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` with every secret part of `url` (credentials, token-like query values,
+    the URL itself) replaced, for error messages that may quote the URL."""
+    parts = urlsplit(url)
+    secrets: list[str] = [url]
+    if "@" in parts.netloc:
+        secrets.append(parts.netloc.rsplit("@", 1)[0])
+    secrets += [v for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                if v and any(w in k.lower() for w in _SECRET_PARAMS)]
+    if parts.query:
+        secrets.append(parts.query)
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, safe_url(url) if secret == url else "***")
+    return text

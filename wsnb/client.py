@@ -4,27 +4,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import inspect
 import random
 import ssl as ssl_module
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from enum import IntEnum
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-
 from wsnb._receipt import Receipt
-from wsnb._secret import TRANSPORT_LOGGER, Secret, masked_url, optional_secret, safe_url
-from wsnb.errors import AuthError, Backpressure, HandshakeTimeout, NotOpen, ProtocolError, Refused
-from wsnb.link import DEFAULT_CHUNK_SIZE, Link
+from wsnb._secret import Secret, masked_url, optional_secret, safe_url, scrub
+from wsnb.errors import AuthError, Backpressure, NotOpen, Refused
+from wsnb.link import Link
 from wsnb.loop import LoopChoice, call_on, choose_loop, on_own_loop
 from wsnb.protocol import envelope
 from wsnb.protocol.backoff import Backoff, ReconnectPolicy
+from wsnb.protocol.close import CLOSE_RULES, TLS_RULE, CloseRule, describe_close, upgrade_rule
+from wsnb.protocol.connection import (
+    Acked,
+    Closed,
+    Connection,
+    Delivered,
+    Event,
+    Options,
+    Ready,
+    Refused as RefusedEvent,
+)
 from wsnb.protocol.heartbeat import dead_link_bound
+from wsnb.protocol.session import Receiver, Sender, Session
 from wsnb.timeline import Timeline
+from wsnb.transport import ConnectOptions, UpgradeFailed, WebSocketProtocol, connect
 
 WhenClosed = Literal["queue", "raise", "drop"]
 
@@ -38,34 +50,13 @@ class ReadyState(IntEnum):
     CLOSED = 3
 
 
-#: Close codes in words (RFC 6455 and PROTOCOL.md).
-CLOSE_CODES = {
-    1000: "normal closure",
-    1001: "going away (server shutting down, or the endpoint is leaving)",
-    1002: "protocol error",
-    1003: "unsupported data",
-    1005: "no status code",
-    1006: "abnormal closure (no close frame: dead link, cut or crash)",
-    1007: "invalid payload data",
-    1008: "policy violation (bad token)",
-    1009: "message too big",
-    1011: "server error",
-    1012: "service restart",
-    1013: "try again later",
-    4401: "token refused",
-    4408: "handshake not received in time",
-    4429: "too many connections or messages",
-}
+#: Close codes in words (RFC 6455 and PROTOCOL.md), from the one close-code table.
+CLOSE_CODES = {code: rule.words for code, rule in CLOSE_RULES.items()}
 
-
-def describe_close(code: int | None, reason: str = "") -> str:
-    """``"1006 abnormal closure (...)"`` plus the peer's reason, if any."""
-    if code is None:
-        return "not closed"
-    words = CLOSE_CODES.get(code, "application code" if code >= 4000 else "unknown code")
-    if not reason or reason.lower() in words:
-        return f"{code} {words}"
-    return f"{code} {words}: {reason}"
+#: Default code points per chunk slice (the peer's max_size permitting).
+DEFAULT_CHUNK_SIZE = 512 * 1024
+#: Serialized payloads over this many bytes are prepared in a worker thread.
+BIG_PAYLOAD = 1 << 20
 
 
 def check_url(url: str) -> str:
@@ -77,11 +68,12 @@ def check_url(url: str) -> str:
     if scheme in ("http", "https"):
         fixed = ("wss" if scheme == "https" else "ws") + url[len(scheme):]
         raise ValueError(
-            f"{scheme}:// is not a WebSocket URL: only the handshake is HTTP; use {fixed}")
+            f"{scheme}:// is not a WebSocket URL for wsnb.Client: only the handshake is HTTP; "
+            f"use {safe_url(fixed)} (browsers since 2023 map it for you)")
     if scheme not in ("ws", "wss"):
-        raise ValueError(f"WebSocket URLs start with ws:// or wss://, got {url!r}")
+        raise ValueError(f"WebSocket URLs start with ws:// or wss://, got {safe_url(url)!r}")
     if not parts.hostname:
-        raise ValueError(f"WebSocket URL has no host: {url!r}")
+        raise ValueError(f"WebSocket URL has no host: {safe_url(url)!r}")
     return url
 
 
@@ -89,8 +81,46 @@ class Client:
     """A WebSocket client that keeps its promises across the connection's whole life.
 
     ``protocol="wsnb"`` speaks docs/protocol.md (handshake, acks, resume);
-    ``protocol="raw"`` talks to any server with plain frames. Public
-    coroutines may be awaited from any event loop or thread.
+    ``protocol="raw"`` talks to any server with plain frames (receipts end at
+    "written": nothing acks them). Public coroutines may be awaited from any
+    event loop or thread.
+
+    Args:
+        url: ``ws://`` or ``wss://`` address (credentials and token-like query
+            values are masked everywhere they are shown).
+        token: sent in the ``handshake`` frame.
+        secret: HMAC key; messages are signed and checked (PROTOCOL.md).
+        protocol: ``"wsnb"`` or ``"raw"``.
+        backoff: reconnect timing (`Backoff`).
+        when_closed: ``send`` while not READY: ``"queue"`` (outbox), ``"raise"``
+            (`NotOpen`) or ``"drop"``.
+        when_full: ``send`` with a full outbox: ``"wait"`` or ``"raise"`` (`Backpressure`).
+        max_outbox: messages held (not yet acked) at most.
+        max_outbox_bytes: bytes held at most.
+        max_message: largest payload, in UTF-8 bytes once serialized.
+        max_inbox: messages received and not yet read by `recv`; past it the client
+            stops reading and acking (backpressure), never drops.
+        chunk_size: code points per chunk slice for large messages.
+        compress_min: payloads at least this many bytes are compressed when smaller
+            (None: never).
+        heartbeat: send pings and watch for a dead link.
+        handshake_timeout: seconds to wait for ``handshake_ack``.
+        open_timeout: seconds for TCP, TLS and the HTTP upgrade.
+        ssl: TLS context for ``wss://`` (e.g. to trust a private CA).
+        compression: ``"deflate"`` to offer permessage-deflate.
+        raw_ping_interval: raw mode: seconds between WebSocket pings (RTT), None: off.
+        headers: extra HTTP headers for the upgrade (e.g. ``Authorization``).
+        subprotocols: subprotocols offered (``Sec-WebSocket-Protocol``).
+        origin: the ``Origin`` header.
+        final_codes: close codes after which not to reconnect (added to 1000, 1008, 4401).
+        retry_codes: close codes after which to reconnect even if normally final
+            (e.g. ``{1000}`` for a server that closes idle clients with 1000).
+        on_message: called with each message (sync or async) instead of the inbox.
+        timeline: where events are recorded (a new `Timeline` by default).
+        loop: ``"auto"`` (wsnb's loop thread in a notebook), ``"thread"``, ``"current"``
+            or an event loop.
+        seed: seeds the backoff jitter (reproducible runs).
+        name: the ``peer`` column of this client's timeline rows.
     """
 
     def __init__(
@@ -115,6 +145,11 @@ class Client:
         ssl: ssl_module.SSLContext | None = None,
         compression: Literal["deflate"] | None = None,
         raw_ping_interval: float | None = 20.0,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        subprotocols: Iterable[str] = (),
+        origin: str | None = None,
+        final_codes: Iterable[int] = (),
+        retry_codes: Iterable[int] = (),
         on_message: Callable[[Any], Awaitable[None] | None] | None = None,
         timeline: Timeline | None = None,
         loop: LoopChoice = "auto",
@@ -128,11 +163,15 @@ class Client:
             raise ValueError(f'when_closed must be "queue", "raise" or "drop", not {when_closed!r}')
         if when_full not in ("wait", "raise"):
             raise ValueError(f'when_full must be "wait" or "raise", not {when_full!r}')
+        for label, value in (("max_outbox", max_outbox), ("max_outbox_bytes", max_outbox_bytes),
+                             ("max_message", max_message), ("max_inbox", max_inbox),
+                             ("chunk_size", chunk_size)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{label} must be an int >= 1, got {value!r}")
         secure = urlsplit(url).scheme.lower() == "wss"
         if ssl is not None and not secure:
             raise ValueError("ssl= is only for wss:// URLs")
-        self._ssl: ssl_module.SSLContext | bool | None = (
-            ssl if ssl is not None else (True if secure else None))
+        self._ssl = ssl
         self._token = optional_secret(token)
         self._secret = optional_secret(secret)
         self.protocol = protocol
@@ -140,33 +179,35 @@ class Client:
         self.when_closed: WhenClosed = when_closed
         self.when_full = when_full
         self.max_message = max_message
+        self.max_inbox = max_inbox
         self.compress_min = compress_min
         self.heartbeat = heartbeat
         self.handshake_timeout = handshake_timeout
         self.open_timeout = open_timeout
         self.compression = compression
         self.raw_ping_interval = raw_ping_interval
+        pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
+        self.headers: list[tuple[str, str]] = [(str(k), str(v)) for k, v in pairs]
+        self.subprotocols = list(subprotocols)
+        self.origin = origin
         self.on_message = on_message
         self.name = name
         self.timeline = timeline if timeline is not None else Timeline()
         self._loop = choose_loop(loop)
         self._rng = random.Random(seed)
-        self.link = Link(
-            timeline=self.timeline,
-            deliver=self._deliver,
-            raw=protocol == "raw",
+        self._options = Options(
             secret=self._secret.as_bytes() if self._secret else None,
-            peer=name,
-            max_outbox=max_outbox,
-            max_outbox_bytes=max_outbox_bytes,
-            chunk_size=chunk_size,
-            max_message=max_message,
-            on_change=self._notify,
-        )
+            raw=protocol == "raw", chunk_size=chunk_size, max_size=max_message + 4096,
+            max_message=max_message, send_pings=heartbeat,
+            handshake_timeout=handshake_timeout, final_codes=frozenset(final_codes),
+            retry_codes=frozenset(retry_codes))
+        self.session = Session(Sender(max_outbox, max_outbox_bytes), Receiver(max_held=max_outbox))
+        self.link: Link | None = None
         self.ready_state = ReadyState.CLOSED
         self.ready = False
-        self.session_id: str | None = None
         self.resumed = False
+        self.durable = False
+        self.subprotocol: str | None = None
         self.close_code: int | None = None
         self.close_reason = ""
         self.last_error = ""
@@ -174,15 +215,17 @@ class Client:
         self.attempt = 0
         self.next_retry_at: float | None = None
         self.server_heartbeat_ms = 0
-        self.handshake_response: Any = None  # websockets Response of the last upgrade
-        self.inbox: deque[Any] = deque(maxlen=max_inbox)
-        self.inbox_dropped = 0
+        self.handshake_response: Any = None  # the HTTP response of the last upgrade
+        self.inbox: deque[Any] = deque()
+        self.counters_base = dict.fromkeys(
+            ("sent", "written", "acked", "resent", "nacked", "received", "duplicates"), 0)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._stop_error: Exception | None = None
         self._changed = asyncio.Event()
         self._close_requested = asyncio.Event()
-        self._ws: Any = None
+        self._room = asyncio.Event()
+        self._handler_busy = False
 
     # ----- what users look at ---------------------------------------------
 
@@ -195,31 +238,60 @@ class Client:
     def url(self, url: str) -> None:
         self._url = Secret(check_url(url))
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop this client runs on (panels schedule their commands there)."""
+        return self._loop
+
+    @property
+    def has_token(self) -> bool:
+        """Whether a token is set (the token itself is never shown)."""
+        return self._token is not None
+
+    def set_token(self, token: str | Secret | None) -> None:
+        """Use `token` from the next handshake on."""
+        self._token = optional_secret(token)
+
+    @property
+    def session_id(self) -> str | None:
+        """The session id from the last ``handshake_ack`` (None before the first)."""
+        return self.session.id
+
     def __repr__(self) -> str:
         ready = " READY" if self.ready else ""
         return (f"<wsnb.Client {masked_url(self.url)} {self.ready_state.name}{ready} "
-                f"protocol={self.protocol} pending={self.link.sender.pending}>")
+                f"protocol={self.protocol} pending={self.pending}>")
 
     @property
     def buffered_amount(self) -> int:
         """Bytes not yet written plus bytes not yet acked (the browser's bufferedAmount)."""
-        return self.link.buffered_amount
+        return self.session.sender.held_bytes
 
     @property
     def pending(self) -> int:
         """Messages sent and not yet acked (or, in raw mode, not yet written)."""
-        return self.link.sender.pending
+        return self.session.sender.pending
 
     @property
     def rtt_ms(self) -> float | None:
-        """Round-trip time from the last ping/pong."""
-        return self.link.rtt_ms
+        """Round-trip time from the last ping/pong (WebSocket pings in raw mode)."""
+        link = self.link
+        if link is None:
+            return self._last_rtt
+        return link.rtt_ms if link.rtt_ms is not None else link.conn.rtt_ms
+
+    _last_rtt: float | None = None
 
     @property
     def counters(self) -> dict[str, int]:
         """sent, written, acked, resent, nacked, received, duplicates, reconnects, pending."""
-        return {**self.link.counters, "reconnects": self.reconnects, "pending": self.pending,
-                "dropped": self.timeline.counts().get("dropped", 0)}
+        counts = self.timeline.counts()
+        return {"sent": counts.get("sent", 0), "written": counts.get("written", 0),
+                "acked": counts.get("acked", 0), "resent": counts.get("resent", 0),
+                "nacked": counts.get("nack", 0), "received": counts.get("received", 0),
+                "duplicates": self.session.receiver.duplicates,
+                "reconnects": self.reconnects, "pending": self.pending,
+                "dropped": counts.get("dropped", 0)}
 
     @property
     def close_text(self) -> str:
@@ -262,8 +334,9 @@ class Client:
                 return payload, 0
             return envelope.payload_text(payload), 0
         text = envelope.payload_text(payload, canonical=self._secret is not None)
-        if len(text) > self.max_message:
-            raise ValueError(f"payload is {len(text)} characters serialized; the limit is "
+        size = envelope.utf8_size(text)
+        if size > self.max_message:
+            raise ValueError(f"payload is {size} bytes serialized (UTF-8); the limit is "
                              f"max_message={self.max_message}")
         return envelope.maybe_compress(text, self.compress_min)
 
@@ -274,8 +347,13 @@ class Client:
         non-JSON payloads (nothing is sent), `NotOpen` with
         ``when_closed="raise"`` while not READY, `Backpressure` with
         ``when_full="raise"`` while the outbox is full; otherwise waits for room.
+        Large payloads are serialized, compressed and signed in a worker
+        thread, so the event loop keeps answering heartbeats.
         """
-        data, z = self._serialize(payload)
+        if _looks_big(payload):
+            data, z = await asyncio.to_thread(self._serialize, payload)
+        else:
+            data, z = self._serialize(payload)
         return await call_on(self._loop, self._enqueue(data, z))
 
     async def _enqueue(self, data: str | bytes, z: int) -> Receipt:
@@ -291,30 +369,38 @@ class Client:
                 receipt = Receipt(0, "queued")
                 receipt._settle("dropped", Refused("dropped", f"client {where}"))
                 return receipt
-        size = len(data)
-        if not self.link.has_room(size):
+        size = envelope.utf8_size(data) if isinstance(data, str) else len(data)
+        sender = self.session.sender
+        while not sender.has_room(size):
             if self.when_full == "raise":
                 raise Backpressure(
                     f"outbox full: {self.pending} messages, {self.buffered_amount} bytes held "
-                    f"(limits {self.link.sender.max_messages} messages, "
-                    f"{self.link.sender.max_bytes} bytes)")
-            await self.link.wait_room(size)
-        receipt = self.link.enqueue(data, z=z, queued=not self.ready, wake=not self.ready)
-        if self.ready:
-            await self.link.write_now()
+                    f"(limits {sender.max_messages} messages, {sender.max_bytes} bytes)")
+            self._room.clear()
+            await self._room.wait()
+        out = sender.add(data, time.monotonic(), z=z, size=size,  # type: ignore[arg-type]
+                         binary=isinstance(data, bytes))
+        out.handle = receipt = Receipt(out.id, raw=self.protocol == "raw")
+        self.timeline.record("sent", direction="out", id=out.id, size=size, peer=self.name)
+        if not self.ready:
+            self.timeline.record("queued", direction="out", id=out.id, size=size,
+                                 peer=self.name, detail="not READY: held in outbox")
+        elif self.link is not None:
+            self.link.kick()
         return receipt
 
     @on_own_loop
     async def recv(self, timeout: float | None = None) -> Any:
         """The next message from the server, in order, exactly once."""
-        await self._wait(lambda: bool(self.inbox), timeout,
-                         what="a message")
-        return self.inbox.popleft()
+        await self._wait(lambda: bool(self.inbox), timeout, what="a message")
+        message = self.inbox.popleft()
+        self._grant()
+        return message
 
     @on_own_loop
     async def drain(self, timeout: float | None = 10.0) -> None:
         """Wait until every sent message is acked (written, in raw mode)."""
-        await self._wait(lambda: self.link.sender.pending == 0, timeout,
+        await self._wait(lambda: self.session.sender.pending == 0, timeout,
                          what=lambda: f"all acks ({self.pending} pending)")
 
     @on_own_loop
@@ -334,15 +420,16 @@ class Client:
         self._close_requested.set()
         if self._task is not None and not self._task.done():
             self._set_state(ReadyState.CLOSING)
-            ws = self._ws
-            if ws is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(ws.close(code, reason), 2)
+            link = self.link
+            if link is not None:
+                link.close(code, reason)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(link.closed), 3)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self.link.fail_all(NotOpen("client closed before the message was acked"),
-                           "client closed by the user")
+        self._fail_held("dropped", "client closed by the user",
+                        NotOpen("client closed before the message was acked"))
         if self.close_code != code or self.ready_state != ReadyState.CLOSED:
             self.close_code, self.close_reason = code, reason
             self.timeline.record("close", peer=self.name, detail=describe_close(code, reason))
@@ -363,9 +450,9 @@ class Client:
 
     def disconnect_now(self) -> None:
         """Drop the transport abruptly, as a network fault would (reconnect follows)."""
-        ws = self._ws
-        if ws is not None:
-            self._loop.call_soon_threadsafe(ws.transport.abort)
+        link = self.link
+        if link is not None:
+            self._loop.call_soon_threadsafe(link.abort)
 
     # ----- internals ----------------------------------------------------------
 
@@ -398,15 +485,94 @@ class Client:
                                  peer=self.name)
             self._notify()
 
-    def _deliver(self, msg_id: int, payload: Any) -> Awaitable[None] | None:
-        if self.on_message is not None:
-            return self.on_message(payload)
-        if len(self.inbox) == self.inbox.maxlen:
-            self.inbox_dropped += 1
-            self.timeline.record("dropped", direction="in", peer=self.name,
-                                 detail="inbox full (max_inbox): oldest unread message dropped")
-        self.inbox.append(payload)
-        return None
+    def _fail_held(self, state: str, why: str, error: Exception) -> None:
+        for out in self.session.sender.clear():
+            self.timeline.record("dropped", direction="out", id=out.id, size=out.size,
+                                 peer=self.name, detail=why)
+            if out.handle is not None:
+                out.handle._settle(state, error)
+        self._room.set()
+        self._notify()
+
+    def _grant(self) -> None:
+        """Tell the connection how many more messages the application can take."""
+        link = self.link
+        if link is None:
+            return
+        if self.on_message is None:
+            link.conn.grant(max(0, self.max_inbox - len(self.inbox)))
+        elif self._handler_busy:
+            link.conn.grant(0)
+        else:
+            link.conn.grant(None if not self._async_handler else 1)
+        link.pump()
+
+    @property
+    def _async_handler(self) -> bool:
+        return self.on_message is not None and inspect.iscoroutinefunction(self.on_message)
+
+    def _on_event(self, event: Event) -> None:
+        kind = type(event)
+        if kind is Acked or kind is RefusedEvent:
+            self._room.set()
+            self._notify()
+        elif kind is Delivered:
+            assert isinstance(event, Delivered)
+            self._deliver(event)
+        elif kind is Ready:
+            assert isinstance(event, Ready)
+            self._on_ready(event)
+        elif kind is Closed:
+            assert isinstance(event, Closed)
+            self._closed_event = event
+        else:
+            self._notify()
+
+    _closed_event: Closed | None = None
+
+    def _deliver(self, event: Delivered) -> None:
+        record = self.timeline.record
+        for msg_id, _ in event.messages:
+            record("received", direction="in", id=msg_id, peer=self.name)
+        if self.on_message is None:
+            self.inbox.extend(payload for _, payload in event.messages)
+        elif not self._async_handler:
+            for _, payload in event.messages:
+                self._call_handler(payload)
+        else:
+            self._handler_busy = True
+            asyncio.ensure_future(self._run_handler([p for _, p in event.messages]))
+        self._notify()
+
+    def _call_handler(self, payload: Any) -> None:
+        assert self.on_message is not None
+        try:
+            self.on_message(payload)
+        except Exception as exc:  # a handler bug is shown, never kills the client
+            self.timeline.record("error", peer=self.name,
+                                 detail=f"on_message raised {type(exc).__name__}: {exc}"[:200])
+
+    async def _run_handler(self, payloads: list[Any]) -> None:
+        assert self.on_message is not None
+        for payload in payloads:
+            try:
+                result = self.on_message(payload)
+                if result is not None:
+                    await result
+            except Exception as exc:
+                self.timeline.record("error", peer=self.name,
+                                     detail=f"on_message raised {type(exc).__name__}: {exc}"[:200])
+        self._handler_busy = False
+        self._grant()
+
+    def _on_ready(self, event: Ready) -> None:
+        if event.lost:
+            self.timeline.record("error", peer=self.name, detail=(
+                f"session lost on the server: {event.renumbered} un-acked messages renumbered "
+                "and resent (at-least-once across the lost session)"))
+        self.resumed = event.resumed
+        self.durable = event.durable
+        self.server_heartbeat_ms = event.heartbeat_ms
 
     async def _supervise(self) -> None:
         policy = ReconnectPolicy(self.backoff, self._rng)
@@ -414,23 +580,25 @@ class Client:
             while not self._closing:
                 self.next_retry_at = None
                 self._set_state(ReadyState.CONNECTING)
-                code, reason, hint = await self._connect_once(policy)
+                code, reason, rule, hint = await self._connect_once(policy)
                 self._set_ready(False)
                 if self._closing:
                     break
                 self.close_code, self.close_reason = code, reason
-                self.timeline.record("close", peer=self.name, detail=describe_close(code, reason))
-                if code in (4401, 1008):
-                    self._stop_error = AuthError(f"server refused the token: "
-                                                 f"{describe_close(code, reason)}")
-                elif code == 1009 and not self.link.raw:
-                    self._fail_too_big()
-                delay = policy.on_close(code, time.monotonic(), hint)
+                self.timeline.record("close", peer=self.name, detail=describe_close(code, reason)
+                                     if code is not None else reason)
+                if rule.auth:
+                    self._stop_error = AuthError(f"server refused the credentials: "
+                                                 f"{describe_close(code, reason) if code else reason}")
+                delay = policy.on_close(rule, time.monotonic(), hint)
                 self.attempt = policy.attempt
                 if delay is None:
+                    words = describe_close(code, reason) if code is not None else reason
+                    self._fail_held("refused", f"closed for good: {words}",
+                                    Refused("closed", words))
                     self._set_state(ReadyState.CLOSED, detail="not reconnecting")
                     if self._stop_error is None:
-                        self._stop_error = NotOpen(f"closed: {describe_close(code, reason)}")
+                        self._stop_error = NotOpen(f"closed: {words}")
                     self._notify()
                     return
                 self.next_retry_at = time.monotonic() + delay
@@ -441,22 +609,11 @@ class Client:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never vanish: show it on the timeline
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.last_error = scrub(f"{type(exc).__name__}: {exc}", str(self._url.reveal()))
             self.timeline.record("error", peer=self.name, detail=self.last_error[:200])
-            self._stop_error = exc
+            self._stop_error = RuntimeError(self.last_error)
             self._set_state(ReadyState.CLOSED)
             self._notify()
-
-    def _fail_too_big(self) -> None:
-        held = list(self.link.sender.inflight.values()) + list(self.link.sender.unsent)
-        if not held:
-            return
-        culprit = max(held, key=lambda out: out.size)
-        self.link.sender.nack(culprit.id)
-        self.timeline.record("nack", direction="in", id=culprit.id, size=culprit.size,
-                             peer=self.name, detail="too_large: server closed with 1009")
-        culprit.handle._settle("refused", Refused("too_large", "server closed with 1009",
-                                                  culprit.id))
 
     def _attempt_timeout(self, configured: float) -> float:
         """Once the server's heartbeat is known, an attempt silent for longer is on a dead link."""
@@ -464,112 +621,99 @@ class Client:
             return configured
         return min(configured, max(1.0, dead_link_bound(self.server_heartbeat_ms)))
 
-    async def _connect_once(self, policy: ReconnectPolicy) -> tuple[int, str, float | None]:
-        """One connection's life; returns (close code, reason, retry hint seconds)."""
-        raw = self.link.raw
-        try:
-            ws = await ws_connect(
-                str(self._url.reveal()),
-                ssl=self._ssl,
-                open_timeout=self._attempt_timeout(self.open_timeout),
-                ping_interval=self.raw_ping_interval if raw else None,
-                ping_timeout=self.raw_ping_interval if raw else None,
-                close_timeout=2,
-                max_size=self.max_message + 4096,
-                compression=self.compression,
-                user_agent_header="wsnb",
-                logger=TRANSPORT_LOGGER,
-            )
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            self.last_error = f"upgrade refused: HTTP {status}"
-            self.timeline.record("error", peer=self.name, detail=self.last_error)
-            if status in (401, 403):
-                self._stop_error = AuthError(self.last_error)
-                return 4401, self.last_error, None
-            return 1006, self.last_error, None
-        except ssl_module.SSLCertVerificationError as exc:
-            self.last_error = f"TLS certificate verification failed: {exc.verify_message}"
-            self.timeline.record("error", peer=self.name, detail=self.last_error)
-            return 1015, self.last_error, None
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
-            self.last_error = f"cannot connect: {type(exc).__name__}: {exc}"[:300]
-            self.timeline.record("error", peer=self.name, detail=self.last_error)
-            return 1006, self.last_error, None
-        self._ws = ws
-        self.handshake_response = ws.response
-        self._set_state(ReadyState.OPEN)
-        try:
-            first: list[str | bytes] = []
-            heartbeat_ms = 0
-            if not raw:
-                heartbeat_ms, first = await self._handshake(ws)
-            self.last_error = ""
-            policy.on_ready(time.monotonic())
-            self._set_ready(True)
-            await self.link.run(ws, heartbeat_ms=heartbeat_ms if self.heartbeat else 0,
-                                send_pings=self.heartbeat, first=first)
-        except (HandshakeTimeout, ProtocolError) as exc:
-            self.last_error = str(exc)
-            self.timeline.record("error", peer=self.name, detail=self.last_error[:200])
-            ws.transport.abort()
-            return (4408 if isinstance(exc, HandshakeTimeout) else 1002), self.last_error, None
-        except ConnectionClosed:
-            pass
-        finally:
-            self._ws = None
-            self._set_ready(False)
-        if ws.close_code is None:  # aborted locally: wait for the transport to finish closing
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.wait_closed(), 1)
-        code = ws.close_code if ws.close_code is not None else 1006
-        hint = None
-        if code == 4429:
-            with contextlib.suppress(ValueError):
-                hint = float(ws.close_reason.rsplit("retry after ", 1)[-1].rstrip(" s"))
-        return code, ws.close_reason or "", hint
+    def _new_link(self, ws: WebSocketProtocol) -> Link:
+        options = dataclasses.replace(
+            self._options, handshake_timeout=self._attempt_timeout(self.handshake_timeout))
+        conn = Connection.client(self.session, options, self._loop.time(),
+                                 token=_text(self._token))
+        link = Link(conn, timeline=self.timeline, peer=self.name, on_event=self._on_event,
+                    raw_ping_s=self.raw_ping_interval if self.protocol == "raw" else None)
+        self.link = link
+        self._grant_initial(conn)
+        return link
 
-    async def _handshake(self, ws: Any) -> tuple[int, list[str | bytes]]:
+    def _grant_initial(self, conn: Connection) -> None:
+        if self.on_message is None:
+            conn.room = max(0, self.max_inbox - len(self.inbox))
+        elif self._async_handler:
+            conn.room = 0 if self._handler_busy else 1
+
+    async def _connect_once(self, policy: ReconnectPolicy,
+                            ) -> tuple[int | None, str, CloseRule, float | None]:
+        """One connection's life; returns (close code, reason, rule, retry hint seconds)."""
+        url = str(self._url.reveal())
+        options = ConnectOptions(
+            ssl=self._ssl, headers=self.headers, subprotocols=self.subprotocols,
+            origin=self.origin, compression=self.compression == "deflate",
+            max_size=self.max_message + 4096,
+            open_timeout=self._attempt_timeout(self.open_timeout))
+        self._closed_event = None
+        try:
+            ws = await connect(url, self._new_link, options)
+        except UpgradeFailed as exc:
+            self.last_error = scrub(str(exc), url)
+            self.timeline.record("error", peer=self.name, detail=self.last_error[:200])
+            if exc.tls:
+                return None, self.last_error, TLS_RULE, None
+            if exc.status is not None:
+                rule = upgrade_rule(exc.status)
+                hint = None
+                if exc.headers is not None and exc.headers.get("Retry-After", "").isdigit():
+                    hint = float(exc.headers["Retry-After"])
+                return None, self.last_error, rule, hint
+            return None, self.last_error, CLOSE_RULES[1006], None
         link = self.link
-        hello = {
-            "type": "handshake", "v": envelope.VERSION,
-            "token": self._token.reveal() if self._token else None,
-            "session": self.session_id, "last_seen": link.receiver.last_delivered,
-            "features": ["chunk", "z", "upto"],
-        }
-        await ws.send(envelope.dumps(hello))
-        timeout = self._attempt_timeout(self.handshake_timeout)
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                raw = await asyncio.wait_for(ws.recv(), max(left, 0))
-            except TimeoutError:
-                raise HandshakeTimeout(f"no handshake_ack within {timeout:g} s") from None
-            frame = envelope.parse_frame(raw)
-            if frame["type"] == "ping":
-                await ws.send(envelope.frame_text("pong", ts=frame["ts"]))
-                continue
-            if frame["type"] == "error":
-                raise ProtocolError(frame["code"], f"server refused the handshake: "
-                                    f"{frame['reason']}")
-            if frame["type"] != "handshake_ack":
-                raise ProtocolError("bad_envelope", f"expected handshake_ack, got {frame['type']}")
-            if frame["v"] != envelope.VERSION:
-                raise ProtocolError("version", f"server speaks version {frame['v']}, not 1")
-            break
-        resumed = frame["resumed"] and frame["session"] == self.session_id
-        if resumed:
-            link._ack_settle(link.sender.resume(frame["last_acked"]))
-        else:
-            if self.session_id is not None:
-                self.timeline.record("error", peer=self.name, detail=(
-                    "session lost on the server: un-acked messages renumbered and resent "
-                    "(at-least-once across the lost session)"))
-            link.sender.renumber()
-            link.receiver.reset()
-        self.session_id = frame["session"]
-        self.resumed = resumed
-        link.peer_max_size = frame["max_size"]
-        self.server_heartbeat_ms = frame["heartbeat_ms"]
-        return frame["heartbeat_ms"], []
+        assert link is not None
+        self.handshake_response = ws.response
+        self.subprotocol = ws.subprotocol
+        self._set_state(ReadyState.OPEN,
+                        detail=f"subprotocol {ws.subprotocol}" if ws.subprotocol else "")
+        if self.protocol == "raw":
+            self._set_ready(True)
+            policy.on_ready(time.monotonic())
+            link.pump()
+        try:
+            while not link.closed.done():
+                ready_wait = asyncio.ensure_future(self._wait(lambda: link.conn.ready, None))
+                done, _ = await asyncio.wait([ready_wait, link.closed],
+                                             return_when=asyncio.FIRST_COMPLETED)
+                ready_wait.cancel()
+                if link.conn.ready and not self.ready:
+                    self.last_error = ""
+                    policy.on_ready(time.monotonic())
+                    self._set_ready(True)
+                    self._room.set()
+                if link.closed in done:
+                    break
+                await asyncio.shield(link.closed)
+        finally:
+            self._last_rtt = self.rtt_ms
+            self.link = None
+            self._set_ready(False)
+        closed = self._closed_event
+        if closed is None:
+            return 1006, "", CLOSE_RULES[1006], None
+        if closed.code == 1002 and closed.by_us:
+            self.last_error = closed.reason
+        return closed.code, closed.reason, closed.rule, closed.hint_s
+
+
+def _text(secret: Secret | None) -> str | None:
+    if secret is None:
+        return None
+    value = secret.reveal()
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _looks_big(payload: Any) -> bool:
+    """Cheap guess whether serializing `payload` takes long enough to stall the loop."""
+    if isinstance(payload, (str, bytes, bytearray)):
+        return len(payload) > BIG_PAYLOAD
+    if isinstance(payload, (list, tuple, dict)):
+        if len(payload) > 10_000:
+            return True
+        values = payload.values() if isinstance(payload, dict) else payload
+        return any(isinstance(v, (str, bytes)) and len(v) > BIG_PAYLOAD
+                   or isinstance(v, (list, dict)) and len(v) > 10_000
+                   for v in list(values)[:64])
+    return False

@@ -5,44 +5,72 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import math
 import random
 import secrets
 import ssl as ssl_module
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
 
 from wsnb._receipt import Receipt
-from wsnb._secret import TRANSPORT_LOGGER, Secret, optional_secret
-from wsnb.errors import ProtocolError
-from wsnb.link import DEFAULT_CHUNK_SIZE, Link
+from wsnb._secret import Secret, optional_secret
+from wsnb.client import DEFAULT_CHUNK_SIZE
+from wsnb.link import Link
 from wsnb.loop import LoopChoice, choose_loop, on_own_loop
 from wsnb.protocol import envelope
+from wsnb.protocol.close import hint_reason
+from wsnb.protocol.connection import (
+    Closed,
+    Connection,
+    Delivered,
+    Event,
+    HandshakeReceived,
+    Options,
+    Ready,
+    ToProcess,
+)
+from wsnb.protocol.session import Receiver, Sender, Session
 from wsnb.timeline import Timeline
+from wsnb.transport import WebSocketProtocol, serve
 
 Handler = Callable[["ServerSession", Any], Awaitable[None] | None]
 
 
 @dataclass(eq=False)
 class ServerSession:
-    """A client's session on the server; survives reconnects until `session_ttl` after the last."""
+    """A client's session on the server; survives reconnects until `session_ttl` after the last.
+
+    `state` is the protocol state (outbox, in-flight, receive window); `link`
+    is the live connection's driver, None while the client is away.
+    """
 
     id: str
     token_hash: str
-    link: Link
-    connection: ServerConnection | None = None
-    closed_at: float | None = None
-    connections: int = 0
-    delivered: list[Any] = field(default_factory=list)
+    state: Session
+    link: Link | None = None
+    handler_busy: bool = False
+
+    @property
+    def closed_at(self) -> float | None:
+        return self.state.closed_at
+
+    @property
+    def connections(self) -> int:
+        return self.state.connections
+
+    @property
+    def connected(self) -> bool:
+        return self.link is not None
 
     def __repr__(self) -> str:
-        state = "connected" if self.connection is not None else "disconnected"
-        return f"<ServerSession {self.id[:8]}… {state} pending={self.link.sender.pending}>"
+        state = "connected" if self.link is not None else "disconnected"
+        return f"<ServerSession {self.id[:8]}… {state} pending={self.state.sender.pending}>"
 
 
 def _hash_token(token: str | None) -> str:
@@ -143,19 +171,21 @@ class Server:
         # (what a lost frame looks like over TCP); hold each ack back ack_delay seconds.
         self.drop_rate = drop_rate
         self.ack_delay = ack_delay
-        self._slots: dict[ServerConnection, str] = {}  # connection -> token hash
+        self._slots: dict[WebSocketProtocol, str] = {}  # connection -> token hash
         self._live_per_token: dict[str, int] = {}
         self.timeline = timeline if timeline is not None else Timeline()
         self.delivered: list[Any] = []
         self.keep_delivered = keep_delivered
         self.sessions: dict[str, ServerSession] = {}
-        self.connections: set[ServerConnection] = set()
+        self.connections: set[WebSocketProtocol] = set()
+        self._links: dict[WebSocketProtocol, Link] = {}
         self.refused_handshakes = 0
         self._loop = choose_loop(loop)
         self._rng = random.Random(seed)
         self._server: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reaper: asyncio.Future[None] | None = None
+        self._rate: dict[Link, list[float]] = {}
 
     # ----- lifecycle --------------------------------------------------------
 
@@ -163,6 +193,11 @@ class Server:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{'wss' if self.ssl else 'ws'}://{host}:{self.port}"
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop this server runs on."""
+        return self._loop
 
     def __repr__(self) -> str:
         state = "serving" if self._server is not None else "stopped"
@@ -174,12 +209,8 @@ class Server:
         """Listen; with ``port=0`` the OS picks a port, then kept across restarts."""
         if self._server is None:
             self._server = await serve(
-                self._handle, self.host, self.port, process_request=self._process_request,
-                max_size=self.max_size, ping_interval=None, compression=None, backlog=4096,
-                close_timeout=1, server_header="wsnb", ssl=self.ssl,
-                open_timeout=self.open_timeout,
-                logger=TRANSPORT_LOGGER,
-            )
+                self._open, self.host, self.port, ssl=self.ssl, max_size=self.max_size,
+                process_request=self._process_request, open_timeout=self.open_timeout)
             self.port = self._server.sockets[0].getsockname()[1]
             if self._reaper is None or self._reaper.done():
                 self._reaper = asyncio.ensure_future(self._reap_sessions())
@@ -202,38 +233,53 @@ class Server:
         ``keep_sessions=False`` forgets every session, as a crashed server would.
         """
         server, self._server = self._server, None
-        closing = None
         if server is not None:
-            server.close(close_connections=False)  # stop accepting now
-            closing = asyncio.gather(*(ws.close(1012, "service restart")
-                                       for ws in list(self.connections)),
-                                     return_exceptions=True)
+            server.close()  # stop accepting now
+        links = list(self._links.values())
+        for link in links:
+            link.close(1012, "service restart")
         if not keep_sessions:
             self.sessions.clear()
         self.timeline.record("chaos", detail=f"server restart (keep_sessions={keep_sessions})")
         await self.start()  # listen again at once: reconnects never meet a closed port
-        if closing is not None:
-            await closing
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 3)
+        await self._wait_closed(links)
+
+    async def _wait_closed(self, links: list[Link]) -> None:
+        if links:
+            await asyncio.wait([link.closed for link in links], timeout=3)
 
     async def _stop(self, code: int, reason: str) -> None:
         server, self._server = self._server, None
         if server is None:
             return
-        server.close(close_connections=False)
-        await asyncio.gather(*(ws.close(code, reason) for ws in list(self.connections)),
-                             return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), 3)
-        for task in [t for t in self._tasks if t.get_name().startswith("wsnb-conn")]:
-            task.cancel()
+        server.close()
+        links = list(self._links.values())
+        for link in links:
+            link.close(code, reason)
+        for proto in list(self.connections):  # still in the upgrade
+            if proto not in self._links:
+                proto.abort()
+        await self._wait_closed(links)
 
     async def __aenter__(self) -> Server:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    # ----- knobs that act on live sessions -----------------------------------
+
+    def set_processing(self, workers: int, process_delay: tuple[float, float] | None = None,
+                       ) -> None:
+        """Process messages with `workers` concurrent workers (each waiting a random
+        `process_delay`), so they finish out of order; delivery stays in id order.
+        Takes effect on live connections at once."""
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0, got {workers}")
+        self.workers = workers
+        self.process_delay = process_delay if workers else None
+        for link in self._links.values():
+            link.conn.defer_processing = workers > 0
 
     # ----- sending to clients --------------------------------------------------
 
@@ -245,109 +291,173 @@ class Server:
             raise KeyError(f"no session {session_id[:8]}…")
         text = envelope.payload_text(payload, canonical=self._secret is not None)
         data, z = envelope.maybe_compress(text, 64 * 1024)
-        await session.link.wait_room(len(data))
-        return session.link.enqueue(data, z=z, queued=session.connection is None)
+        size = envelope.utf8_size(data)
+        sender = session.state.sender
+        while not sender.has_room(size):
+            await asyncio.sleep(0.01)  # bounded by the client's acks; see Client for events
+        out = sender.add(data, time.monotonic(), z=z, size=size)
+        out.handle = receipt = Receipt(out.id)
+        self.timeline.record("sent", direction="out", id=out.id, size=size, peer=session_id[:8])
+        if session.link is None:
+            self.timeline.record("queued", direction="out", id=out.id, size=size,
+                                 peer=session_id[:8], detail="client away: held in outbox")
+        else:
+            session.link.kick()
+        return receipt
 
     async def broadcast(self, payload: Any) -> list[Receipt]:
         """Send `payload` to every live session; one receipt each."""
         return [await self.send(sid, payload) for sid in list(self.sessions)]
 
-    # ----- one connection ---------------------------------------------------
+    # ----- connections --------------------------------------------------------
 
-    def _new_link(self, session_id: str) -> tuple[Link, list[Any]]:
-        delivered: list[Any] = []
-        delay = None
-        if self.process_delay is not None:
-            lo, hi = self.process_delay
-            delay = lambda: self._rng.uniform(lo, hi)  # noqa: E731
+    def _options(self) -> Options:
+        return Options(
+            secret=self._secret.as_bytes() if self._secret else None,
+            chunk_size=self.chunk_size, max_size=self.max_size, max_message=self.max_message,
+            replay_window_ms=self.replay_window_ms, heartbeat_ms=self.heartbeat_ms,
+            send_pings=self.heartbeat_ms > 0, handshake_timeout=self.handshake_timeout)
 
-        def deliver(msg_id: int, payload: Any) -> Awaitable[None] | None:
+    def _open(self, proto: WebSocketProtocol) -> Link:
+        """An upgraded connection: a `Link` waiting for the handshake frame."""
+        proto.answer_pings = self.answer_pings
+        proto.close_frames = self.close_frames
+        conn = Connection.server(self._options(), self._loop.time())
+        conn.answer_pings = self.answer_pings
+        conn.defer_processing = self.workers > 0
+        conn.ack_hold = self.ack_delay
+        link: Link
+        link = Link(conn, timeline=self.timeline, peer=proto.peer,
+                    on_event=lambda event: self._on_event(link, event),
+                    accept_frame=self._admit_frame if (self.rate_limit or self.drop_rate)
+                    else None)
+        self.connections.add(proto)
+        self._links[proto] = link
+        link.closed.add_done_callback(lambda _: self._gone(proto, link))
+        if self.idle_timeout is not None:
+            self._spawn(self._idle_watch(link))
+        return link
+
+    def _gone(self, proto: WebSocketProtocol, link: Link) -> None:
+        self.connections.discard(proto)
+        self._links.pop(proto, None)
+        self._rate.pop(link, None)
+        token_hash = self._slots.pop(proto, None)
+        if token_hash is not None:
+            self._live_per_token[token_hash] -= 1
+            if not self._live_per_token[token_hash]:
+                del self._live_per_token[token_hash]
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_event(self, link: Link, event: Event) -> None:
+        kind = type(event)
+        if kind is Delivered:
+            assert isinstance(event, Delivered)
+            self._deliver(link, event)
+        elif kind is ToProcess:
+            assert isinstance(event, ToProcess)
+            self._spawn(self._process_later(link, event))
+        elif kind is HandshakeReceived:
+            assert isinstance(event, HandshakeReceived)
+            self._spawn(self._admit(link, event))
+        elif kind is Ready:
+            assert isinstance(event, Ready)
+            self.timeline.record("state", state="READY", peer=event.session[:8],
+                                 detail="resumed" if event.resumed else "new session")
+        elif kind is Closed:
+            assert isinstance(event, Closed)
+            session = link.session
+            peer = session.id[:8] if session is not None else link.peer
+            self.timeline.record("close", peer=peer,
+                                 detail=f"{event.code} {event.reason}".strip())
+            if session is not None and session.link is link:
+                session.link = None
+
+    def _deliver(self, link: Link, event: Delivered) -> None:
+        session = link.session
+        assert session is not None
+        record = self.timeline.record
+        peer = session.id[:8]
+        for msg_id, payload in event.messages:
+            record("received", direction="in", id=msg_id, peer=peer)
             self.delivered.append(payload)
-            if self.keep_delivered is not None and len(self.delivered) > self.keep_delivered:
-                del self.delivered[: len(self.delivered) - self.keep_delivered]
-            session = self.sessions.get(session_id)
-            if self.handler is None or session is None:
-                return None  # no coroutine to create and await on the hot path
-            return call_handler(msg_id, session, payload)
+        if self.keep_delivered is not None and len(self.delivered) > self.keep_delivered:
+            del self.delivered[: len(self.delivered) - self.keep_delivered]
+        if self.handler is None:
+            return
+        if inspect.iscoroutinefunction(self.handler):
+            session.handler_busy = True
+            link.conn.grant(0)
+            self._spawn(self._run_handler(session, event.messages))
+            return
+        for msg_id, payload in event.messages:
+            self._call_handler(session, msg_id, payload)
 
-        async def call_handler(msg_id: int, session: ServerSession, payload: Any) -> None:
+    def _call_handler(self, session: ServerSession, msg_id: int, payload: Any) -> Any:
+        try:
+            assert self.handler is not None
+            return self.handler(session, payload)
+        except Exception as exc:  # a handler bug is shown, never kills the session
+            self.timeline.record("error", id=msg_id, peer=session.id[:8],
+                                 detail=f"handler raised {type(exc).__name__}: {exc}"[:200])
+            return None
+
+    async def _run_handler(self, session: ServerSession,
+                           messages: tuple[tuple[int, Any], ...]) -> None:
+        for msg_id, payload in messages:
             try:
-                assert self.handler is not None
-                result = self.handler(session, payload)
+                result = self._call_handler(session, msg_id, payload)
                 if result is not None:
                     await result
-            except Exception as exc:  # a handler bug is shown, never kills the session
-                self.timeline.record("error", id=msg_id, peer=session_id[:8],
+            except Exception as exc:
+                self.timeline.record("error", id=msg_id, peer=session.id[:8],
                                      detail=f"handler raised {type(exc).__name__}: {exc}"[:200])
+        session.handler_busy = False
+        if session.link is not None:
+            session.link.conn.grant(1)
+            session.link.pump()
 
-        link = Link(
-            timeline=self.timeline, deliver=deliver,
-            secret=self._secret.as_bytes() if self._secret else None,
-            peer=session_id[:8], max_outbox=self.max_unacked,
-            chunk_size=self.chunk_size, max_message=self.max_message,
-            replay_window_ms=self.replay_window_ms, workers=self.workers,
-            process_delay=delay,
-        )
-        link.receiver.max_held = self.max_unacked
-        link._assembler.max_chunks = -(-self.max_message // max(1, self.max_size // 8))
-        self._guard(link)
-        return link, delivered
+    async def _process_later(self, link: Link, event: ToProcess) -> None:
+        if self.process_delay is not None:
+            lo, hi = self.process_delay
+            await asyncio.sleep(self._rng.uniform(lo, hi))
+        link.conn.processed(event.id, event.payload, event.size)
+        link.pump()
 
-    def _guard(self, link: Link) -> None:
-        """Install the per-connection rate limit and the chaos knobs on a session's link."""
-        if self.rate_limit is None and not self.drop_rate and not self.ack_delay:
-            return
-        on_frame, send_control = link._on_frame, link.send_control
-        window: dict[str, Any] = {"ws": None, "start": 0.0, "count": 0}
+    def _admit_frame(self, link: Link) -> bool:
+        """Rate limit and chaos drop, checked for every frame (False: ignore it)."""
+        if self.rate_limit is not None:
+            limit, seconds = self.rate_limit
+            now = time.monotonic()
+            window = self._rate.setdefault(link, [now, 0])
+            if now - window[0] >= seconds:
+                window[0], window[1] = now, 0
+            window[1] += 1
+            if window[1] > limit:
+                if window[1] == limit + 1:  # close once; ignore what is still queued
+                    retry = max(1, math.ceil(window[0] + seconds - now))
+                    reason = hint_reason(f"too many messages (over {limit} in {seconds:g} s)",
+                                         retry)
+                    self.timeline.record("close", peer=link.peer, detail=f"4429 {reason}")
+                    link.close(4429, reason)
+                return False
+        if self.drop_rate and self._rng.random() < self.drop_rate:
+            self.timeline.record("chaos", peer=link.peer, detail=f"dropped a frame and the "
+                                 f"connection (drop={self.drop_rate:g})")
+            link.abort()
+            return False
+        return True
 
-        async def guarded(ws: ServerConnection, raw: str | bytes) -> None:
-            if self.rate_limit is not None:
-                limit, seconds = self.rate_limit
-                now = time.monotonic()
-                if window["ws"] is not ws or now - window["start"] >= seconds:
-                    window.update(ws=ws, start=now, count=0)
-                window["count"] += 1
-                if window["count"] > limit:
-                    if window["count"] == limit + 1:  # close once; ignore what is still queued
-                        retry = max(1, math.ceil(window["start"] + seconds - now))
-                        reason = (f"too many messages (over {limit} in {seconds:g} s); "
-                                  f"retry after {retry} s")
-                        self.timeline.record("close", peer=link.peer, detail=f"4429 {reason}")
-                        await ws.close(4429, reason)
-                    return
-            if self.drop_rate and self._rng.random() < self.drop_rate:
-                self.timeline.record("chaos", peer=link.peer,
-                                     detail=f"dropped a frame and the connection "
-                                            f"(drop={self.drop_rate:g})")
-                ws.transport.abort()
-                return
-            await on_frame(ws, raw)
-
-        late: set[asyncio.Task[None]] = set()
-
-        async def send_later(ws: ServerConnection, text: str) -> None:
-            await asyncio.sleep(self.ack_delay)
-            with contextlib.suppress(ConnectionClosed):
-                await send_control(ws, text)
-
-        async def delayed(ws: ServerConnection, text: str) -> None:
-            if not text.startswith('{"type":"ack"'):
-                await send_control(ws, text)
-                return
-            task = asyncio.ensure_future(send_later(ws, text))  # never stall the reader
-            late.add(task)
-            task.add_done_callback(late.discard)
-
-        link._on_frame = guarded  # type: ignore[method-assign]
-        if self.ack_delay:
-            link.send_control = delayed  # type: ignore[method-assign]
-
-    def _process_request(self, ws: ServerConnection, request: Any) -> Any:
+    def _process_request(self, ws: ServerProtocol, request: Request) -> Response | None:
         origin = request.headers.get("Origin")
         if (self.allowed_origins is not None and origin is not None
                 and origin.lower().rstrip("/") not in self.allowed_origins):
             self.timeline.record("error", detail=f"origin refused: HTTP 403 ({origin[:100]!r})")
-            return ws.respond(403, "Origin not allowed\n")
+            return ws.reject(403, "Origin not allowed\n")
         if self.throttle is None:
             return None
         limit, window = self.throttle
@@ -356,164 +466,123 @@ class Server:
         self._recent_connects.append(now)
         if len(self._recent_connects) > limit:
             self.timeline.record("error", detail="connection throttled: HTTP 429")
-            return ws.respond(429, f"Too many connections; retry after {window:g} s\n")
+            response = ws.reject(429, f"Too many connections; retry after {window:g} s\n")
+            response.headers["Retry-After"] = str(math.ceil(window))
+            return response
         return None
 
-    def _misbehave(self, ws: ServerConnection) -> None:
-        """Install the misbehaviours asked for (no pongs, no close frames)."""
-        if self.answer_pings and self.close_frames:
-            return
-        from websockets.frames import Opcode
-
-        protocol = ws.protocol
-        send_frame = protocol.send_frame
-
-        def filtered(frame: Any) -> None:
-            if frame.opcode is Opcode.PONG and not self.answer_pings:
-                return
-            if frame.opcode is Opcode.CLOSE and not self.close_frames:
-                ws.transport.abort()
-                return
-            send_frame(frame)
-
-        protocol.send_frame = filtered  # type: ignore[method-assign]
-
-    async def _idle_watch(self, ws: ServerConnection, link: Link) -> None:
+    async def _idle_watch(self, link: Link) -> None:
         assert self.idle_timeout is not None
-        while True:
-            left = link.last_received + self.idle_timeout - time.monotonic()
+        while not link.closed.done():
+            left = link.conn.last_life + self.idle_timeout - self._loop.time()
             if left <= 0:
                 self.timeline.record("close", peer=link.peer, detail="idle timeout")
                 if self.idle_close_code is None:
-                    ws.transport.abort()
+                    link.abort()
                 else:
-                    await ws.close(self.idle_close_code, "idle timeout")
+                    link.close(self.idle_close_code, "idle timeout")
                 return
-            await asyncio.sleep(left)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(link.closed), left)
 
-    async def _handle(self, ws: ServerConnection) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            task.set_name(f"wsnb-conn-{id(ws)}")
-        self.connections.add(ws)
-        self._misbehave(ws)
-        try:
-            await self._serve_connection(ws)
-        except ConnectionClosed:
-            pass
-        finally:
-            self.connections.discard(ws)
-            token_hash = self._slots.pop(ws, None)
-            if token_hash is not None:
-                self._live_per_token[token_hash] -= 1
-                if not self._live_per_token[token_hash]:
-                    del self._live_per_token[token_hash]
-
-    async def _serve_connection(self, ws: ServerConnection) -> None:
-        try:
-            raw = await asyncio.wait_for(ws.recv(), self.handshake_timeout)
-        except TimeoutError:
-            self.refused_handshakes += 1
-            self.timeline.record("close", detail="4408 handshake not received in time")
-            await ws.close(4408, "handshake not received in time")
-            return
-        try:
-            hello = envelope.parse_frame(raw)
-            if hello["type"] != "handshake":
-                raise ProtocolError("bad_envelope", "first frame must be a handshake")
-        except ProtocolError as exc:
-            self.refused_handshakes += 1
-            await ws.send(envelope.frame_text("error", code=exc.code, reason=exc.reason))
-            await ws.close(1002, f"bad handshake: {exc.code}")
-            return
-        token = hello.get("token")
-        if self._token is not None and not (isinstance(token, str) and self._token == token):
+    async def _admit(self, link: Link, hello: HandshakeReceived) -> None:
+        """Decide a handshake: token, limits, session; resume waits for the old connection."""
+        conn, proto = link.conn, link.ws
+        assert proto is not None
+        if self._token is not None and not (isinstance(hello.token, str)
+                                            and self._token == hello.token):
             self.refused_handshakes += 1
             self.timeline.record("close", detail="4401 token refused")
-            await ws.close(4401, "token refused")
+            conn.refuse(4401, "token refused")
+            link.pump()
             return
-        if not self._take_slot(ws, hello, _hash_token(token)):
-            reason = (f"too many connections for this token (limit "
-                      f"{self.max_connections_per_token}); retry after 5 s")
+        token_hash = _hash_token(hello.token)
+        if not self._take_slot(proto, hello, token_hash):
+            reason = hint_reason(f"too many connections for this token (limit "
+                                 f"{self.max_connections_per_token})", 5)
             self.timeline.record("close", detail=f"4429 {reason}")
-            await ws.close(4429, reason)
+            conn.refuse(4429, reason)
+            link.pump()
             return
-        session = self._session_for(hello, _hash_token(token))
+        session, refusal = self._session_for(hello, token_hash)
         if session is None:
-            await ws.close(4429, "too many sessions for this token; retry after 5 s")
+            self.timeline.record("close", detail=f"4429 {refusal}")
+            conn.refuse(4429, refusal)
+            link.pump()
             return
         if self.handshake_delay:
             await asyncio.sleep(self.handshake_delay)  # a server that is slow to become ready
-        old = session.connection
-        if old is not None:  # the client came back before we noticed the old link died
-            old.transport.abort()
-        link = session.link
-        resumed = hello.get("session") == session.id
-        if resumed:
-            link._ack_settle(link.sender.resume(hello.get("last_seen", 0)))
-        session.connection = ws
-        session.connections += 1
-        session.closed_at = None
-        ack = {"type": "handshake_ack", "v": envelope.VERSION, "session": session.id,
-               "resumed": resumed, "last_acked": link.receiver.last_delivered,
-               "heartbeat_ms": self.heartbeat_ms, "max_size": self.max_size}
-        await ws.send(envelope.dumps(ack))
-        self.timeline.record("state", state="READY", peer=session.id[:8],
-                             detail="resumed" if resumed else "new session")
-        link.answer_pings = self.answer_pings
-        idle = (asyncio.ensure_future(self._idle_watch(ws, link))
-                if self.idle_timeout is not None else None)
-        try:
-            await link.run(ws, heartbeat_ms=self.heartbeat_ms, send_pings=True)
-        finally:
-            if idle is not None:
-                idle.cancel()
-            if session.connection is ws:
-                session.connection = None
-                session.closed_at = time.monotonic()
-            code = ws.close_code if ws.close_code is not None else 1006
-            self.timeline.record("close", peer=session.id[:8],
-                                 detail=f"{code} {ws.close_reason or ''}".strip())
+        old = session.link
+        if old is not None and old is not link:
+            # A half-open link the server had not noticed: close it and let it finish
+            # closing before this connection takes the session over (PROTOCOL.md 1.1).
+            old.abort()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(old.closed), 5)
+            old.conn.detach()
+        if link.closed.done():
+            return
+        resumed = hello.session == session.id and session.state.connections > 0
+        session.link = link
+        link.session = session
+        conn.accept(session.state, resumed=resumed, last_seen=hello.last_seen)
+        if session.handler_busy:
+            conn.grant(0)
+        elif self.handler is not None and inspect.iscoroutinefunction(self.handler):
+            conn.grant(1)
+        link.pump()
 
-    def _take_slot(self, ws: ServerConnection, hello: dict[str, Any], token_hash: str) -> bool:
-        """Count `ws` against its token's `max_connections_per_token`; False when full."""
+    def _take_slot(self, proto: WebSocketProtocol, hello: HandshakeReceived,
+                   token_hash: str) -> bool:
+        """Count `proto` against its token's `max_connections_per_token`; False when full."""
         limit = self.max_connections_per_token
         if limit is None:
             return True
         live = self._live_per_token.get(token_hash, 0)
-        wanted = hello.get("session")
-        old = self.sessions.get(wanted) if isinstance(wanted, str) else None
-        if old is not None and old.connection is not None and old.token_hash == token_hash:
+        old = self.sessions.get(hello.session) if hello.session else None
+        if old is not None and old.link is not None and old.token_hash == token_hash:
             live -= 1  # a resume replaces its own stale connection
         if live >= limit:
             return False
         self._live_per_token[token_hash] = self._live_per_token.get(token_hash, 0) + 1
-        self._slots[ws] = token_hash
+        self._slots[proto] = token_hash
         return True
 
-    def _session_for(self, hello: dict[str, Any], token_hash: str) -> ServerSession | None:
-        wanted = hello.get("session")
-        session = self.sessions.get(wanted) if isinstance(wanted, str) else None
-        if session is not None and secrets.compare_digest(session.token_hash, token_hash):
-            return session  # never resume a session created with another token
-        owned = sum(1 for s in self.sessions.values() if s.token_hash == token_hash)
-        if owned >= self.max_sessions_per_token:
-            self._expire_sessions(force=True)
-            owned = sum(1 for s in self.sessions.values() if s.token_hash == token_hash)
-            if owned >= self.max_sessions_per_token:
-                return None
-        session_id = secrets.token_urlsafe(18)  # 144 random bits
-        link, delivered = self._new_link(session_id)
-        session = ServerSession(session_id, token_hash, link, delivered=delivered)
-        self.sessions[session_id] = session
-        return session
+    def _session_for(self, hello: HandshakeReceived, token_hash: str,
+                     ) -> tuple[ServerSession | None, str]:
+        """The session to resume, or a new one; (None, 4429 reason) at the limit.
 
-    def _expire_sessions(self, force: bool = False) -> None:
+        A session is never evicted younger than `session_ttl` (PROTOCOL.md 1.1).
+        """
+        wanted = hello.session
+        session = self.sessions.get(wanted) if wanted else None
+        if session is not None and secrets.compare_digest(session.token_hash, token_hash):
+            return session, ""  # never resume a session created with another token
+        owned = [s for s in self.sessions.values() if s.token_hash == token_hash]
+        if len(owned) >= self.max_sessions_per_token:
+            self._expire_sessions()
+            owned = [s for s in self.sessions.values() if s.token_hash == token_hash]
+            if len(owned) >= self.max_sessions_per_token:
+                now = time.monotonic()
+                waits = [s.closed_at + self.session_ttl - now for s in owned
+                         if s.link is None and s.closed_at is not None]
+                retry = max(1, math.ceil(min(waits))) if waits else 5
+                return None, hint_reason(f"too many sessions for this token (limit "
+                                         f"{self.max_sessions_per_token})", retry)
+        session_id = secrets.token_urlsafe(18)  # 144 random bits
+        state = Session(Sender(self.max_unacked), Receiver(max_held=self.max_unacked),
+                        id=session_id, token_hash=token_hash)
+        session = ServerSession(session_id, token_hash, state)
+        self.sessions[session_id] = session
+        return session, ""
+
+    def _expire_sessions(self) -> None:
+        """Forget sessions whose last connection closed more than `session_ttl` ago."""
         now = time.monotonic()
         for sid, session in list(self.sessions.items()):
-            if session.connection is None and session.closed_at is not None and (
-                    force and now - session.closed_at > 0 or
-                    now - session.closed_at > self.session_ttl):
+            closed_at = session.closed_at
+            if session.link is None and closed_at is not None and \
+                    now - closed_at > self.session_ttl:
                 del self.sessions[sid]
 
     async def _reap_sessions(self) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-#: Close codes after which the client must not reconnect (PROTOCOL.md).
-NO_RECONNECT = frozenset({1000, 1008, 4401})
+from wsnb.protocol.close import CloseRule
 
 
 @dataclass(frozen=True)
@@ -55,19 +54,23 @@ class ReconnectPolicy:
     def on_ready(self, now: float) -> None:
         self._ready_since = now
 
-    def on_close(self, code: int | None, now: float, hint_s: float | None = None) -> float | None:
-        """Seconds to wait before the next attempt, or None to stop for good."""
+    def on_close(self, rule: CloseRule, now: float, hint_s: float | None = None) -> float | None:
+        """Seconds to wait before the next attempt, or None to stop for good.
+
+        `rule` comes from `wsnb.protocol.close`; a ``retry after N s`` hint
+        (4429) is a floor, and so is the cap for 1013 or a 4429 without a hint.
+        """
         if self._ready_since is not None and now - self._ready_since >= self.backoff.cap:
             self.attempt = 0
         self._ready_since = None
-        if code in NO_RECONNECT:
+        if not rule.reconnect:
             return None
         if self.backoff.max_attempts is not None and self.attempt >= self.backoff.max_attempts:
             return None
         wait = self.backoff.delay(self.attempt, self.rng)
         self.attempt += 1
-        if code == 1013:
-            wait = max(wait, self.backoff.cap)
-        elif code == 4429:
-            wait = max(wait, hint_s if hint_s is not None else self.backoff.cap)
+        if hint_s is not None:
+            return max(wait, hint_s)
+        if rule.wait_cap:
+            return max(wait, self.backoff.cap)
         return wait

@@ -3,6 +3,9 @@
 Pure functions and one small class; no I/O. Errors about a peer's frame are
 `ProtocolError` with the wire code to answer with; errors about the user's own
 payload are `TypeError`/`ValueError` naming the path of the bad value.
+Protocol revision 1.1 (docs/protocol.md): integers on the wire in
+``[0, 2**53 - 1]``, duplicate keys refused in a frame's top level, signatures
+over ``session + "\n" + JCS(frame without s)`` (RFC 8785).
 """
 
 from __future__ import annotations
@@ -13,25 +16,24 @@ import hashlib
 import hmac
 import json
 import math
+import re
 import zlib
+from collections.abc import Iterator
 from typing import Any
+
+import orjson
+import rfc8785
 
 from wsnb.errors import ProtocolError
 
-try:  # orjson is a dependency; the stdlib path stays for exotic values and as the reference
-    import orjson as _orjson
-except ImportError:  # pragma: no cover
-    _orjson = None  # type: ignore[assignment]
-
-_FAST_OPTIONS = 0 if _orjson is None else (
-    _orjson.OPT_SORT_KEYS | _orjson.OPT_PASSTHROUGH_DATETIME
-    | _orjson.OPT_PASSTHROUGH_DATACLASS | _orjson.OPT_PASSTHROUGH_SUBCLASS)
+_SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | \
+    orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 VERSION = 1
 
 #: Fields each frame type must carry, with their JSON types (PROTOCOL.md table).
 _REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "handshake": {"v": int},
+    "handshake": {},
     "handshake_ack": {"v": int, "session": str, "resumed": bool, "last_acked": int,
                       "heartbeat_ms": int, "max_size": int},
     "msg": {"v": int, "id": int, "ts": int, "z": int},
@@ -43,10 +45,10 @@ _REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
     "error": {"code": str, "reason": str},
 }
 FRAME_TYPES = frozenset(_REQUIRED)
-#: Integers on the wire fit a signed 64-bit slot (ids, counters, timestamps).
-MAX_INT = 2**63 - 1
-_INT_FIELDS = frozenset(("id", "upto", "i", "n", "ts", "v", "z", "last_seen", "last_acked",
-                         "heartbeat_ms", "max_size"))
+#: Integers on the wire: ``[0, 2**53 - 1]``, what JavaScript represents exactly.
+MAX_INT = 2**53 - 1
+#: The smallest ``max_size`` a server may advertise (smaller is a protocol violation).
+MIN_MAX_SIZE = 4096
 
 _DUMPS = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
@@ -54,7 +56,7 @@ _DUMPS = json.JSONEncoder(
 
 
 def dumps(obj: Any) -> str:
-    """Canonical JSON: keys sorted, no spaces, UTF-8 kept, no NaN/Infinity."""
+    """Compact JSON with sorted keys, UTF-8 kept, no NaN/Infinity (control frames)."""
     return _DUMPS(obj)
 
 
@@ -109,27 +111,38 @@ def _bad_path(value: Any, path: str, depth: int = 0) -> tuple[str, str, type[Exc
     return path, f"{type(value).__name__} is not JSON-serializable{hint}", TypeError
 
 
+# Strings, then anything in a number that makes it a float (JCS writes floats its own way).
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_FLOAT_OR_BIG = re.compile(rb"[0-9][.eE]|[0-9]{16}")
+
+
+def _orjson_is_jcs(text: bytes) -> bool:
+    """Whether orjson's sorted output is already RFC 8785 (no floats, no big ints, no
+    astral-plane characters whose UTF-16 order differs from code-point order)."""
+    if not text.isascii() and re.search(rb"[\xf0-\xf4]", text):
+        return False
+    return _FLOAT_OR_BIG.search(_STRINGS.sub(b'""', text)) is None
+
+
 def payload_text(payload: Any, canonical: bool = False) -> str:
     """Serialize a user's payload, or raise naming the bad value's path.
 
-    Keys are sorted and there are no spaces either way. ``canonical=True``
-    (needed for signatures) formats numbers exactly as PROTOCOL.md's
-    canonical JSON (Python's `json`); otherwise orjson may write floats
-    differently (``1.5e-7`` for ``1.5e-07``), ten times faster. Non-str dict
-    keys are coerced like `json` does (1 -> "1"), unless mixed with str keys.
+    ``canonical=True`` (needed for signatures) gives RFC 8785 JCS text: keys in
+    UTF-16 order, numbers as ECMAScript writes them, integers within
+    ``±(2**53 - 1)``. Otherwise the text is compact JSON with sorted keys.
+    Non-str dict keys are coerced like `json` does (1 -> "1").
 
     >>> payload_text({"a": [1, 2, float("nan")]})
     Traceback (most recent call last):
     ValueError: payload['a'][2]: nan is not valid JSON (RFC 8259 has no NaN/Infinity)
     """
-    if not canonical and _orjson is not None:
-        try:
-            fast = _orjson.dumps(payload, option=_FAST_OPTIONS)
-        except (TypeError, _orjson.JSONEncodeError):
-            pass  # the stdlib path below explains what is wrong, or handles it
-        else:
-            if b"null" not in fast:  # orjson writes NaN as null: let json judge those
-                return fast.decode()
+    try:
+        fast = orjson.dumps(payload, option=_SORTED)
+    except (TypeError, orjson.JSONEncodeError):
+        fast = None  # the stdlib path below explains what is wrong, or handles it
+    if fast is not None and b"null" not in fast:  # orjson writes NaN as null: let json judge
+        if not canonical or _orjson_is_jcs(fast):
+            return fast.decode()
     try:
         text = _DUMPS(payload)
     except (TypeError, ValueError, RecursionError):
@@ -138,17 +151,32 @@ def payload_text(payload: Any, canonical: bool = False) -> str:
             raise
     else:
         if text.isascii() or _utf8_ok(text):
-            return text
+            if not canonical:
+                return text
+            try:
+                return rfc8785.dumps(json.loads(text)).decode()
+            except rfc8785.IntegerDomainError as exc:
+                raise ValueError(f"payload: integer {exc.args[0]} is outside ±(2**53 - 1), "
+                                 "which signed payloads (RFC 8785) cannot carry") from None
+            except (rfc8785.FloatDomainError, RecursionError) as exc:
+                raise ValueError(f"payload: {exc}") from None
         # A lone surrogate: json accepts it, but it is not UTF-8 and cannot go on the wire.
         bad = _bad_path(payload, "payload") or (
             "payload", "is not valid UTF-8 (lone surrogate)", ValueError)
-    path, why, exc = bad
-    raise exc(f"{path}: {why}") from None
+    path, why, exc_type = bad
+    raise exc_type(f"{path}: {why}") from None
 
 
-def sign(canonical_text: str, secret: bytes) -> str:
-    """Lowercase hex HMAC-SHA256 of a frame's canonical JSON without ``s``."""
-    return hmac.new(secret, canonical_text.encode(), hashlib.sha256).hexdigest()
+def utf8_size(text: str) -> int:
+    """Bytes of `text` in UTF-8 (the unit every size limit counts in)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def sign(session: str, unsigned_jcs: str | bytes, secret: bytes) -> str:
+    """Lowercase hex HMAC-SHA256 of ``session + "\n" + JCS(frame without s)``."""
+    mac = hmac.new(secret, session.encode() + b"\n", hashlib.sha256)
+    mac.update(unsigned_jcs.encode() if isinstance(unsigned_jcs, str) else unsigned_jcs)
+    return mac.hexdigest()
 
 
 def encode_msg(
@@ -158,17 +186,19 @@ def encode_msg(
     ts: int,
     z: int = 0,
     secret: bytes | None = None,
+    session: str = "",
 ) -> str:
     """Build a ``msg`` frame from already-serialized payload text `data`.
 
-    With `secret`, the frame is signed; `data` must then be canonical (from
-    `payload_text`) or base64 text when ``z=1``.
+    With `secret`, the frame is signed for `session`; `data` must then be JCS
+    (``payload_text(..., canonical=True)``) or base64 text when ``z=1``. The
+    keys are in JCS order, so the frame without ``s`` is exactly what is signed.
     """
     d = data if z == 0 else f'"{data}"'
-    base = f'{{"d":{d},"id":{id},"ts":{ts},"type":"msg","v":{VERSION},"z":{z}}}'
     if secret is None:
-        return base
-    s = sign(base, secret)
+        return f'{{"d":{d},"id":{id},"ts":{ts},"type":"msg","v":{VERSION},"z":{z}}}'
+    s = sign(session, f'{{"d":{d},"id":{id},"ts":{ts},"type":"msg","v":{VERSION},"z":{z}}}',
+             secret)
     return f'{{"d":{d},"id":{id},"s":"{s}","ts":{ts},"type":"msg","v":{VERSION},"z":{z}}}'
 
 
@@ -195,13 +225,17 @@ def maybe_compress(data: str, threshold: int | None) -> tuple[str, int]:
     return data, 0
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _top_level_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise ValueError(f"duplicate key {key!r}")
+                raise _DuplicateKey(f"duplicate key {key!r}")
             seen.add(key)
     return obj
 
@@ -217,37 +251,27 @@ def _finite_float(text: str) -> float:
     return value
 
 
-_STRICT = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_refuse_constant,
+# Duplicate keys are refused everywhere by this reference parser (PROTOCOL.md lets a
+# receiver refuse them inside d); the fast path below refuses them in the top level only.
+_STRICT = json.JSONDecoder(object_pairs_hook=_top_level_once, parse_constant=_refuse_constant,
                            parse_float=_finite_float)
 
 
-def loads(text: str | bytes) -> Any:
-    """Strict RFC 8259 parse: no NaN/Infinity, no duplicate keys; `ProtocolError` otherwise.
-
-    Fast path: orjson parses, and re-serializing gives back the exact input,
-    which proves nothing was lost (no duplicate key, no int rounded to a
-    float). Anything else takes the strict stdlib parser.
-    """
-    if _orjson is not None:
-        try:
-            value = _orjson.loads(text)
-            again = _orjson.dumps(value)
-        except (_orjson.JSONDecodeError, TypeError):
-            pass
-        else:
-            raw = text if isinstance(text, bytes) else None
-            if raw is None and isinstance(text, str):
-                raw = text.encode("utf-8", "surrogatepass")
-            if again == raw:
-                return value
+def _as_text(raw: str | bytes) -> str:
     try:
-        if isinstance(text, (bytes, bytearray, memoryview)):
-            text = bytes(text).decode("utf-8")
+        return raw.decode("utf-8") if isinstance(raw, (bytes, bytearray, memoryview)) \
+            else raw
+    except UnicodeDecodeError as exc:
+        raise ProtocolError("bad_json", f"not UTF-8: {exc.reason} at byte {exc.start}") from None
+
+
+def loads(raw: str | bytes) -> Any:
+    """Strict RFC 8259 parse: no NaN/Infinity, no duplicate keys; `ProtocolError` otherwise."""
+    text = _as_text(raw)
+    try:
         return _STRICT.decode(text)
     except RecursionError:
         raise ProtocolError("bad_json", "JSON nested too deeply") from None
-    except UnicodeDecodeError as exc:
-        raise ProtocolError("bad_json", f"not UTF-8: {exc.reason} at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
         raise ProtocolError(
             "bad_json", f"{exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -256,17 +280,43 @@ def loads(text: str | bytes) -> Any:
         raise ProtocolError("bad_json", str(exc)) from None
 
 
-def _is_int(value: Any) -> bool:
-    return type(value) is int
+def _fast_split(raw: bytes) -> dict[str, Any] | None:
+    """Parse a frame whose first key is ``d`` or ``data`` (as wsnb writes them) quickly.
+
+    The big value is parsed by orjson and the small rest by the strict parser;
+    the frame is accepted only if the rest is a duplicate-free object that
+    repeats neither key, which proves the whole text is an object without
+    top-level duplicates. Anything else returns None (the slow path decides).
+    """
+    if raw.startswith(b'{"d":'):
+        key, start = "d", 5
+    elif raw.startswith(b'{"data":'):
+        key, start = "data", 8
+    else:
+        return None
+    cut = raw.rfind(b',"i')
+    if cut <= start:
+        return None
+    try:
+        value = orjson.loads(raw[start:cut])
+        rest = _STRICT.decode(b"{".join((b"", raw[cut + 1:])).decode("utf-8"))
+    except (orjson.JSONDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(rest, dict) or key in rest:
+        return None
+    rest[key] = value
+    return rest
 
 
-def parse_frame(text: str | bytes) -> dict[str, Any]:
+def parse_frame(raw: str | bytes) -> dict[str, Any]:
     """Parse and check one frame; raise `ProtocolError` with the code to answer with.
 
     Errors about a ``msg`` or ``chunk`` frame carry its ``id`` and
     ``frame_type``: the receiver answers them with ``nack``.
     """
-    frame = loads(text)
+    frame = _fast_split(raw) if isinstance(raw, bytes) else None
+    if frame is None:
+        frame = loads(raw)
     if not isinstance(frame, dict):
         raise ProtocolError("bad_envelope", f"a frame is a JSON object, got {type(frame).__name__}")
     kind = frame.get("type")
@@ -283,14 +333,18 @@ def parse_frame(text: str | bytes) -> dict[str, Any]:
     return frame
 
 
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
 def _check_frame(kind: str, frame: dict[str, Any]) -> None:
     required = _REQUIRED.get(kind)
     if required is None:
         raise ProtocolError("unknown_type", f"unknown frame type {kind[:40]!r}")
-    for field in _INT_FIELDS.intersection(frame):  # usually 3 or 4 fields, not 11
-        value = frame[field]
-        if type(value) is int and not -MAX_INT <= value <= MAX_INT:
-            raise ProtocolError("bad_envelope", f"{kind} frame field {field!r} is out of range")
+    for field, value in frame.items():  # every top-level integer: [0, 2**53 - 1]
+        if type(value) is int and not 0 <= value <= MAX_INT:
+            raise ProtocolError("bad_envelope",
+                                f"{kind} frame field {field[:40]!r} is outside [0, 2**53 - 1]")
     for field, types in required.items():
         value = frame.get(field)
         if field not in frame or not isinstance(value, types) or (
@@ -308,6 +362,8 @@ def _check_frame(kind: str, frame: dict[str, Any]) -> None:
             raise ProtocolError("bad_envelope", "chunk needs n >= 2, 0 <= i < n and id >= 1")
     elif kind == "handshake":
         _check_handshake(frame)
+    elif kind == "handshake_ack" and "durable" in frame and type(frame["durable"]) is not bool:
+        raise ProtocolError("bad_envelope", "handshake_ack durable must be a bool")
 
 
 def _check_msg(frame: dict[str, Any]) -> None:
@@ -327,34 +383,53 @@ def _check_msg(frame: dict[str, Any]) -> None:
 
 
 def _check_handshake(frame: dict[str, Any]) -> None:
+    """Fill 1.1's defaults (``v`` 1, ``session`` null, ``last_seen`` 0) and check types."""
+    frame.setdefault("v", VERSION)
+    frame.setdefault("token", None)
+    frame.setdefault("session", None)
+    frame.setdefault("last_seen", 0)
+    if not _is_int(frame["v"]):
+        raise ProtocolError("bad_envelope", "handshake v must be an int")
     if frame["v"] != VERSION:
         raise ProtocolError("version", f"version {frame['v']} is not supported (only 1)")
     for field in ("token", "session"):
-        if frame.get(field) is not None and not isinstance(frame[field], str):
+        if frame[field] is not None and not isinstance(frame[field], str):
             raise ProtocolError("bad_envelope", f"handshake {field} must be a string or null")
-    last_seen = frame.get("last_seen", 0)
-    if not _is_int(last_seen) or last_seen < 0:
+    if not _is_int(frame["last_seen"]):
         raise ProtocolError("bad_envelope", "handshake last_seen must be an int >= 0")
     features = frame.get("features", [])
     if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
         raise ProtocolError("bad_envelope", "handshake features must be a list of strings")
 
 
-def verify_msg(
-    frame: dict[str, Any], secret: bytes, *, now_ms: int, replay_window_ms: int = 300_000
-) -> None:
-    """Check a ``msg`` frame's signature and freshness; `ProtocolError` if refused."""
+_S_FIELD = re.compile(rb',"s":"[0-9a-f]{64}"')
+
+
+def verify_msg(frame: dict[str, Any], secret: bytes, *, session: str, now_ms: int,
+               replay_window_ms: int = 300_000, raw: bytes | None = None) -> None:
+    """Check a ``msg`` frame's signature (bound to `session`) and freshness.
+
+    `raw` is the frame's text as received: when it is wsnb's own layout, the
+    bytes without ``s`` are what was signed and no re-canonicalization is
+    needed. Raises `ProtocolError` (``bad_signature``) when refused.
+    """
     given = frame.get("s")
     if not isinstance(given, str):
         raise ProtocolError("bad_signature", "signature missing", frame["id"], "msg")
-    unsigned = {k: v for k, v in frame.items() if k != "s"}
-    try:
-        expected = sign(dumps(unsigned), secret)
-    except (TypeError, ValueError):
-        raise ProtocolError("bad_signature", "frame cannot be canonicalized", frame["id"],
-                            "msg") from None
     # compare_digest raises TypeError on non-ASCII str: a peer must not be able to crash us.
-    if not given.isascii() or not hmac.compare_digest(given, expected):
+    ok = False
+    if given.isascii():
+        if raw is not None and raw.startswith(b'{"d":'):
+            unsigned, count = _S_FIELD.subn(b"", raw, count=1)
+            ok = count == 1 and hmac.compare_digest(given, sign(session, unsigned, secret))
+        if not ok:
+            try:
+                canonical = rfc8785.dumps({k: v for k, v in frame.items() if k != "s"})
+            except (rfc8785.CanonicalizationError, RecursionError):
+                raise ProtocolError("bad_signature", "frame cannot be canonicalized (RFC 8785)",
+                                    frame["id"], "msg") from None
+            ok = hmac.compare_digest(given, sign(session, canonical, secret))
+    if not ok:
         raise ProtocolError("bad_signature", "signature does not match", frame["id"], "msg")
     if abs(now_ms - frame["ts"]) > replay_window_ms:
         raise ProtocolError("bad_signature", "outside replay window", frame["id"], "msg")
@@ -378,6 +453,10 @@ def decode_payload(frame: dict[str, Any], max_bytes: int = 64 * 1024 * 1024) -> 
         raise ProtocolError("bad_envelope", "compressed d is truncated or has trailing data",
                             frame["id"], "msg")
     try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
         return loads(raw)
     except ProtocolError as exc:
         raise ProtocolError(exc.code, exc.reason, frame["id"], "msg") from None
@@ -389,36 +468,62 @@ def frame_text(kind: str, **fields: Any) -> str:
     return dumps(fields)
 
 
-def split_chunks(text: str, id: int, chunk_size: int) -> list[str]:
-    """Slice a serialized ``msg`` frame into ``chunk`` frames of ≤ `chunk_size` characters."""
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    n = -(-len(text) // chunk_size)
-    return [
-        dumps({"type": "chunk", "id": id, "i": i, "n": n,
-               "data": text[i * chunk_size:(i + 1) * chunk_size]})
-        for i in range(n)
-    ]
+#: Bytes a chunk frame adds around its slice (keys, id, i, n).
+CHUNK_OVERHEAD = 128
+#: UTF-8 bytes one code point can take once escaped inside a JSON string (``\u001f``).
+MAX_ESCAPED_BYTES = 6
+
+
+def slice_chars(chunk_size: int, peer_max_size: int) -> int:
+    """Code points per slice so a chunk frame fits `peer_max_size` bytes, escaped."""
+    return max(1, min(chunk_size, (peer_max_size - CHUNK_OVERHEAD) // MAX_ESCAPED_BYTES))
+
+
+def chunk_frame(id: int, i: int, n: int, data: str) -> str:
+    """One ``chunk`` frame (``data`` first, as `parse_frame`'s fast path expects)."""
+    return f'{{"data":{orjson.dumps(data).decode()},"i":{i},"id":{id},"n":{n},"type":"chunk"}}'
+
+
+def iter_chunks(text: str, id: int, slice_size: int) -> Iterator[str]:
+    """Slice a serialized ``msg`` frame into ``chunk`` frames of ≤ `slice_size` code points.
+
+    Python strings index code points, so a slice never splits a surrogate pair.
+    """
+    if slice_size < 1:
+        raise ValueError(f"slice_size must be >= 1, got {slice_size}")
+    n = -(-len(text) // slice_size)
+    for i in range(n):
+        yield chunk_frame(id, i, n, text[i * slice_size:(i + 1) * slice_size])
+
+
+def split_chunks(text: str, id: int, slice_size: int) -> list[str]:
+    """`iter_chunks` as a list."""
+    return list(iter_chunks(text, id, slice_size))
 
 
 class ChunkAssembler:
-    """Joins one connection's ``chunk`` series; at most one partial message at a time."""
+    """Joins one connection's ``chunk`` series; at most one partial message at a time.
 
-    def __init__(self, max_chunks: int, max_chars: int) -> None:
+    Sizes count UTF-8 bytes. A slice holding half of a surrogate pair (a sender
+    that cut a pair in two) makes the message ``bad_json``.
+    """
+
+    def __init__(self, max_chunks: int, max_bytes: int) -> None:
         self.max_chunks = max_chunks
-        self.max_chars = max_chars
+        self.max_bytes = max_bytes
         self._id: int | None = None
         self._n = 0
         self._parts: list[str] = []
-        self._chars = 0
+        self._bytes = 0
 
     @property
-    def partial(self) -> bool:
-        return self._id is not None
+    def partial(self) -> int | None:
+        """The id of the series being joined, or None."""
+        return self._id
 
     def reset(self) -> None:
         """Discard a partial series (the connection closed)."""
-        self._id, self._n, self._parts, self._chars = None, 0, [], 0
+        self._id, self._n, self._parts, self._bytes = None, 0, [], 0
 
     def add(self, frame: dict[str, Any]) -> str | None:
         """Take one checked chunk frame; return the joined text when the series completes."""
@@ -436,10 +541,15 @@ class ChunkAssembler:
             self.reset()
             raise ProtocolError("bad_envelope", "chunks of another message interleaved or out "
                                 "of order; partial message discarded", msg_id, "chunk")
-        self._chars += len(data)
-        if self._chars > self.max_chars:
+        size = utf8_size(data) if data.isascii() or _utf8_ok(data) else -1
+        if size < 0:
             self.reset()
-            raise ProtocolError("too_large", f"chunked message exceeds {self.max_chars} chars",
+            raise ProtocolError("bad_json", f"chunk {i} of message {msg_id} splits a surrogate "
+                                "pair (slices are cut between code points)", msg_id, "chunk")
+        self._bytes += size
+        if self._bytes > self.max_bytes:
+            self.reset()
+            raise ProtocolError("too_large", f"chunked message exceeds {self.max_bytes} bytes",
                                 msg_id, "chunk")
         self._parts.append(data)
         if len(self._parts) < self._n:

@@ -1,8 +1,9 @@
-"""Reliable delivery for one direction of one session: no I/O, clock passed in.
+"""Reliable delivery state of one session: no I/O, clock passed in.
 
 `Sender` owns the outbox (not yet written) and the in-flight messages (written,
 not yet acked), in id order; `Receiver` owns the dedupe and reorder buffer and
-decides when to ack. Rules (PROTOCOL.md, "Delivery guarantees"):
+decides when to ack; `Session` is both plus what a store must keep to resume.
+Rules (PROTOCOL.md, "Delivery guarantees"):
 
 - ids start at 1 and grow by 1 per message per session;
 - after a reconnect the sender forgets what the peer says it has and resends
@@ -11,7 +12,9 @@ decides when to ack. Rules (PROTOCOL.md, "Delivery guarantees"):
 - the receiver delivers each id once, in order, holding early ids until the
   gap fills, and re-acks duplicates at once;
 - a nacked id counts as consumed (`Receiver.skip`), so one refused message
-  never stalls the ones after it.
+  never stalls the ones after it;
+- an ack, ``last_acked`` or ``last_seen`` above the highest id written to a
+  connection of the session is a lie (`AckViolation`): nothing is resolved.
 """
 
 from __future__ import annotations
@@ -21,6 +24,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from wsnb.errors import ProtocolError
+
+
+class AckViolation(ProtocolError):
+    """The peer acknowledged an id that was never written to it (PROTOCOL.md 1.1)."""
+
+    def __init__(self, what: str, claimed: int, written: int) -> None:
+        super().__init__("ack_violation", f"{what} {claimed} is above the highest id written "
+                         f"({written}): nothing was resolved")
+        self.claimed = claimed
+        self.written = written
 
 
 @dataclass(slots=True, eq=False)
@@ -51,6 +64,7 @@ class Sender:
         self.unsent: deque[Outgoing] = deque()
         self.inflight: dict[int, Outgoing] = OrderedDict()  # O(1) pop from the front
         self.held_bytes = 0
+        self.max_written = 0  # highest id written to any connection of this session
 
     @property
     def pending(self) -> int:
@@ -81,13 +95,27 @@ class Sender:
         """`out` was handed to the socket; without acks (raw mode) it is forgotten now."""
         out.writes += 1
         out.written_at = now
+        if out.id > self.max_written:
+            self.max_written = out.id
         if expect_ack:
             self.inflight[out.id] = out
         else:
             self.held_bytes -= out.size
 
+    def check_ack(self, value: int, what: str = "ack") -> None:
+        """Raise `AckViolation` if `value` names an id never written."""
+        if value > self.max_written:
+            raise AckViolation(what, value, self.max_written)
+
     def ack(self, id: int | None = None, upto: int | None = None) -> list[Outgoing]:
-        """Forget acked messages and return them (unknown ids are ignored)."""
+        """Forget acked messages and return them (ids written and already acked are ignored).
+
+        Raises `AckViolation`, resolving nothing, for an id above `max_written`.
+        """
+        if upto is not None and upto > self.max_written:
+            raise AckViolation("ack upto", upto, self.max_written)
+        if id is not None and id > self.max_written:
+            raise AckViolation("ack id", id, self.max_written)
         done: list[Outgoing] = []
         if upto is not None:
             while self.inflight:
@@ -108,6 +136,12 @@ class Sender:
 
     def nack(self, id: int) -> Outgoing | None:
         """The peer refused `id` for good: forget it and return it."""
+        if id > self.max_written:
+            raise AckViolation("nack id", id, self.max_written)
+        return self.forget(id)
+
+    def forget(self, id: int) -> Outgoing | None:
+        """Drop message `id` wherever it is held (refused for good); return it."""
         out = self.inflight.pop(id, None)
         if out is None:
             for index, candidate in enumerate(self.unsent):
@@ -126,8 +160,12 @@ class Sender:
         self.unsent.extendleft(reversed(back))
         return back
 
-    def resume(self, last_acked: int) -> list[Outgoing]:
-        """The peer already has every id ≤ `last_acked`: forget those."""
+    def resume(self, last_acked: int, what: str = "last_acked") -> list[Outgoing]:
+        """The peer already has every id ≤ `last_acked`: forget those.
+
+        Raises `AckViolation` (nothing forgotten) for a claim above `max_written`.
+        """
+        self.check_ack(last_acked, what)
         self.requeue()
         return self.ack(upto=last_acked)
 
@@ -139,6 +177,7 @@ class Sender:
             if out.writes:
                 out.renumbered = True
         self.next_id = len(self.unsent) + 1
+        self.max_written = 0
         return list(self.unsent)
 
     def clear(self) -> list[Outgoing]:
@@ -149,6 +188,10 @@ class Sender:
         self.held_bytes = 0
         return dropped
 
+    def pending_ids(self) -> list[int]:
+        """Every held id, in id order (in flight first, then not yet written)."""
+        return [*self.inflight, *(out.id for out in self.unsent)]
+
 
 _SKIPPED = object()
 
@@ -156,6 +199,10 @@ _SKIPPED = object()
 class Receiver:
     """Delivers each incoming id once, in order, and decides when to ack.
 
+    Messages move from the reorder buffer (`held`, early ids) to `ready` (in
+    order, not yet taken by the application) to delivered (`take`). Only
+    delivered ids are acked, so an application that stops taking stops the
+    acks, and the sender feels backpressure; nothing acked is ever dropped.
     Acks go out within `ack_delay` seconds of the first unacked delivery or
     every `ack_every` deliveries, whichever first (PROTOCOL.md: 100 ms / 64).
     """
@@ -168,8 +215,10 @@ class Receiver:
         self._held_size: dict[int, int] = {}
         self.ack_every = ack_every
         self.ack_delay = ack_delay
-        self.last_delivered = 0
+        self.last_released = 0  # highest id moved, in order, to `ready`
+        self.last_delivered = 0  # highest id the application has taken
         self.held: dict[int, Any] = {}
+        self.ready: deque[tuple[int, Any]] = deque()
         self.pending_acks = 0
         self.ack_deadline: float | None = None
         self.duplicates = 0
@@ -177,64 +226,79 @@ class Receiver:
 
     def reset(self) -> None:
         """A new session starts: ids restart at 1."""
-        self.last_delivered = 0
+        self.last_released = self.last_delivered = 0
         self.held.clear()
+        self.ready.clear()
         self._held_size.clear()
         self.held_bytes = 0
         self.pending_acks = 0
         self.ack_deadline = None
         self._ack_now = False
 
-    def accept(self, id: int, payload: Any, now: float, size: int = 0) -> list[tuple[int, Any]]:
-        """Take message `id` (`size` bytes); return ``(id, payload)`` pairs now deliverable.
+    def accept(self, id: int, payload: Any, now: float, size: int = 0) -> bool:
+        """Take message `id` (`size` bytes); False if it is a duplicate (acked again, dropped).
 
         Early ids wait in the reorder buffer, bounded by `max_held` ids and
         `max_held_bytes`; past either bound `ProtocolError` says so and the
         message is neither delivered nor acked (the sender resends it later).
         """
-        if id <= self.last_delivered or id in self.held:
+        if id <= self.last_released or id in self.held:
             self.duplicates += 1
             self._ack_now = True  # the sender lost our ack: tell it again now
-            return []
-        if id - self.last_delivered > self.max_held:
+            return False
+        if id - self.last_released > self.max_held:
             raise ProtocolError(
                 "too_large",
-                f"id {id} is more than {self.max_held} ahead of {self.last_delivered}", id)
-        early = id != self.last_delivered + 1
+                f"id {id} is more than {self.max_held} ahead of {self.last_released}", id)
+        early = id != self.last_released + 1
         if early and self.held_bytes + size > self.max_held_bytes:
             raise ProtocolError(
                 "too_large", f"reorder buffer full ({self.held_bytes} bytes held waiting for "
-                f"id {self.last_delivered + 1})", id)
+                f"id {self.last_released + 1})", id)
+        if not early:
+            self.ready.append((id, payload))
+            self.last_released = id
+            if self.held:
+                self._release()
+            return True
         self.held[id] = payload
-        if early and size:
+        if size:
             self._held_size[id] = size
             self.held_bytes += size
-        return self._release(now)
+        return True
 
-    def skip(self, id: int, now: float) -> list[tuple[int, Any]]:
+    def skip(self, id: int) -> None:
         """`id` was refused (nacked): count it as consumed so later ids can flow."""
-        if id <= self.last_delivered or id in self.held:
-            return []
-        if id - self.last_delivered > self.max_held:
-            return []  # far beyond anything the peer may have in flight: nothing to unblock
+        if id <= self.last_released or id in self.held:
+            return
+        if id - self.last_released > self.max_held:
+            return  # far beyond anything the peer may have in flight: nothing to unblock
         self.held[id] = _SKIPPED
-        return self._release(now)
+        self._release()
 
-    def _release(self, now: float) -> list[tuple[int, Any]]:
-        out: list[tuple[int, Any]] = []
-        held = self.held
-        nxt = self.last_delivered + 1
-        sizes = self._held_size
+    def _release(self) -> None:
+        held, sizes, ready = self.held, self._held_size, self.ready
+        nxt = self.last_released + 1
         while nxt in held:
-            payload = held.pop(nxt)
+            ready.append((nxt, held.pop(nxt)))
             if sizes:
                 self.held_bytes -= sizes.pop(nxt, 0)
-            if payload is not _SKIPPED:
-                out.append((nxt, payload))
             nxt += 1
-        moved = nxt - 1 - self.last_delivered
+        self.last_released = nxt - 1
+
+    def take(self, now: float, room: int | None = None) -> list[tuple[int, Any]]:
+        """Hand up to `room` ready messages (all with None) to the application, in order."""
+        ready = self.ready
+        out: list[tuple[int, Any]] = []
+        last = self.last_delivered
+        while ready and (room is None or len(out) < room or ready[0][1] is _SKIPPED):
+            item = ready.popleft()
+            last = item[0]
+            if item[1] is not _SKIPPED:
+                out.append(item)
+        moved = last - self.last_delivered
         if moved:
-            self.last_delivered = nxt - 1
+            self.last_delivered = last
             if self.pending_acks == 0:
                 self.ack_deadline = now + self.ack_delay
             self.pending_acks += moved
@@ -262,3 +326,20 @@ class Receiver:
         self.ack_deadline = None
         self._ack_now = False
         return self.last_delivered
+
+
+@dataclass(eq=False)
+class Session:
+    """What one side keeps across connections: its id, both directions' state.
+
+    This is what a session store must keep to resume: the id and token
+    binding, the ids delivered (`receiver.last_delivered`), the un-acked
+    messages still owed (`sender`), and when its last connection closed.
+    """
+
+    sender: Sender
+    receiver: Receiver
+    id: str | None = None
+    token_hash: str = ""
+    closed_at: float | None = None
+    connections: int = 0
