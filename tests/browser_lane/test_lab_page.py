@@ -1,0 +1,181 @@
+"""BrowserSocket inside a real JupyterLab page: the notebook's own page opens the WebSocket.
+
+Starts `jupyter lab` on 127.0.0.1 (empty token, temp runtime/config/settings
+dirs) serving a notebook written to tmp_path, opens it in headless Chromium,
+runs its cell, and checks on a plain `websockets` echo server (in a thread) that
+the handshake came from the Lab page: its Origin is the Lab origin, where the
+headless fallback's about:blank page sends ``null``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from lane_helpers import CHROMIUM, REPO, ThreadEcho, poll
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(150)]
+
+SETTINGS = {
+    "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "fetchNews": "false", "checkForUpdates": False},
+}
+
+CELL = """\
+import json
+from wsnb.browser import BrowserSocket
+
+sock = BrowserSocket("ws://127.0.0.1:{port}/from-lab", name="lab-page")
+await sock.connect()
+await sock.send("hello from the Lab page")
+reply = await sock.next_message()
+info = await sock.page_info()
+await sock.close(1000, "done")
+closed = await sock.wait_closed()
+states = [s for t, s in zip(sock.timeline.events()["type"], sock.timeline.events()["state"])
+          if t == "state"]
+print("RESULT " + json.dumps({{"mode": sock.mode, "reason": sock.mode_reason, "reply": reply,
+                              "origin": info["origin"], "close": str(closed),
+                              "states": states}}))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[str]:
+    """`jupyter lab` on 127.0.0.1 with an empty token, serving tmp_path; yields its base URL."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} not found")
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    pytest.importorskip("anywidget", reason="anywidget is not installed (pip install anywidget)")
+    settings = tmp_path / "settings"
+    for name, value in SETTINGS.items():
+        path = settings / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(value))
+    root = tmp_path / "root"
+    root.mkdir()
+    port = free_port()
+    env = {
+        **os.environ,
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "IPYTHONDIR": str(tmp_path / "ipython"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    env.pop("WSNB_BROWSER", None)
+    log_path = tmp_path / "lab.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
+             "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+             "--ServerApp.port_retries=0", "--ServerApp.token=", "--ServerApp.password=",
+             f"--ServerApp.root_dir={root}", f"--LabApp.user_settings_dir={settings}",
+             f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
+             "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+        base = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"jupyter lab exited: {log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/api/status", timeout=1) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        try:
+            poll(up, 40, "jupyter lab answering")
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def notebook_state(page: Any) -> dict[str, Any]:
+    """Kernel status, cells run, cell errors and text outputs, from the exposed Lab app."""
+    return page.evaluate("""() => {
+        const app = window.jupyterapp;
+        const nb = app && app.shell.currentWidget;
+        if (!nb || !nb.content || !nb.sessionContext) return {ready: false};
+        const kernel = nb.sessionContext.session && nb.sessionContext.session.kernel;
+        const code = nb.content.widgets.filter(c => c.model.type === 'code');
+        const errors = [], text = [];
+        for (const c of code) {
+            for (const o of c.model.outputs.toJSON()) {
+                if (o.output_type === 'error') errors.push(o.ename + ': ' + o.evalue);
+                if (o.output_type === 'stream') text.push([].concat(o.text).join(''));
+            }
+        }
+        return {ready: true, status: kernel ? kernel.status : 'none', cells: code.length,
+                run: code.filter(c => c.model.executionCount).length, errors, text};
+    }""")
+
+
+def test_browser_socket_lives_in_the_jupyterlab_page(lab: str, echo_thread: ThreadEcho,
+                                                      tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(CELL.format(port=echo_thread.port))]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, tmp_path / "root" / "lane.ipynb")
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        try:
+            page.goto(f"{lab}/lab/tree/lane.ipynb")
+            poll(lambda: notebook_state(page).get("status") == "idle", 60, "kernel idle")
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+            def finished() -> str | None:
+                state = notebook_state(page)
+                if state.get("errors"):
+                    pytest.fail(f"the cell failed: {state['errors']}")
+                return next((line for chunk in state.get("text", [])
+                             for line in chunk.splitlines() if line.startswith("RESULT ")), None)
+
+            line = poll(finished, 60, "the cell's RESULT line")
+            page.wait_for_selector(".wsnb-browser-socket[data-ready-state='3']", timeout=10_000)
+            status = page.locator(".wsnb-browser-socket").inner_text()
+        finally:
+            page.screenshot(path=str(tmp_path / "lab.png"))
+            browser.close()
+
+    result = json.loads(line.removeprefix("RESULT "))
+    assert result["mode"] == "page", result
+    assert result["origin"] == lab, result
+    assert result["reply"] == "hello from the Lab page"
+    assert result["close"].startswith("1000 wasClean=true"), result
+    assert result["states"][:3] == ["PAGE", "CONNECTING", "OPEN"], result
+    assert "CLOSED" in status and "in this page" in status, status
+    # the server saw the Lab page itself: its origin, not the headless fallback's "null"
+    assert len(echo_thread.headers) == 1
+    assert echo_thread.headers[0]["origin"] == lab
+    assert echo_thread.received == ["hello from the Lab page"]
