@@ -341,3 +341,296 @@ async def test_headless_chromium_session_through_devtools(tmp_path) -> None:
     assert (events_df["type"] == "error").sum() == 1  # the server's complaint about binary
     assert token not in events_df.to_csv()
     assert events_df["time"].is_monotonic_increasing
+
+
+# ----- issue 11: Chrome, Firefox and Playwright flavours; failed connections ---------------
+
+DATA = Path(__file__).parent / "data"
+PLAYWRIGHT = DATA / "playwright_websockets.har"
+CHROME_FAILED = DATA / "chrome_failed_websockets.har"
+FIREFOX = DATA / "firefox_websockets.har"
+KEPT_COLS = ["time", "type", "direction", "id", "size", "latency_ms", "peer"]
+
+
+def frames_and_opens(df: pd.DataFrame) -> pd.DataFrame:
+    """What a HAR written by wsnb carries back: frames and OPEN rows (not errors, not READY)."""
+    kept = df["type"].isin(FRAME_TYPES) | (df["state"].astype(str) == "OPEN")
+    return as_text(df.loc[kept, KEPT_COLS])
+
+
+def test_reads_a_playwright_har_in_milliseconds(tmp_path) -> None:
+    events = wsnb.Timeline.from_har(PLAYWRIGHT).events()
+    day = pd.Timestamp("2024-06-03", tz="UTC")
+    assert (events["time"].dt.floor("D") == day).all(), events["time"]  # not the year 58886
+    assert events["time"].is_monotonic_increasing
+    live = events[events["peer"] == "ws://127.0.0.1:8765/?…"]
+    assert live["state"].astype(str).tolist()[:1] == ["OPEN"]
+    assert live["time"].iloc[0] == pd.Timestamp("2024-06-03 07:40:00.131", tz="UTC")
+    sent = live[(live["type"] == "sent") & live["id"].notna()]
+    assert sent["time"].tolist() == [pd.Timestamp("2024-06-03 07:40:00.134927", tz="UTC")]
+    ack = live[live["type"] == "acked"].iloc[0]
+    assert ack["id"] == 1 and ack["size"] == sent["size"].iloc[0]
+    assert ack["latency_ms"] == 0.963  # not 963: milliseconds are not read as seconds
+    assert "READY" in live["state"].astype(str).tolist()
+    binary = live[live["detail"] == "binary"]
+    assert binary["size"].tolist() == [5]
+    assert live[live["type"] == "error"]["detail"].tolist() == [
+        "peer says bad_envelope: binary frames are not wsnb frames"]
+    refused = events[events["peer"] == "ws://127.0.0.1:59999/"]
+    assert refused["type"].astype(str).tolist() == ["error"]  # kept, not dropped
+    assert refused["detail"].iloc[0] == ("connection failed: Error in connection "
+                                         "establishment: net::ERR_CONNECTION_REFUSED")
+    assert refused["time"].iloc[0] == pd.Timestamp("2024-06-03 07:40:00.120", tz="UTC")
+    forbidden = events[events["peer"] == "ws://127.0.0.1:8765/admin"]
+    assert forbidden["detail"].tolist() == ["upgrade refused: HTTP 403 Forbidden"]
+    text = events.to_csv()
+    assert "PLANTED" not in text and "hello" not in text
+    # written back (in seconds, as Chrome writes) and read again: the same frames
+    again = wsnb.Timeline.from_har(wsnb.Timeline.from_har(PLAYWRIGHT).to_har(tmp_path / "pw.har"))
+    assert frames_and_opens(again.events()).equals(frames_and_opens(events))
+
+
+def test_reads_failed_and_blocked_connections_from_chrome() -> None:
+    events = wsnb.Timeline.from_har(CHROME_FAILED).events()
+    errors = events[events["type"] == "error"]
+    assert errors["peer"].astype(str).tolist() == ["ws://127.0.0.1:59998/",
+                                                   "wss://tracker.example.net/live?…"]
+    assert errors["detail"].tolist() == ["connection failed: net::ERR_CONNECTION_REFUSED",
+                                         "blocked: net::ERR_BLOCKED_BY_CLIENT"]
+    assert errors["time"].tolist() == [pd.Timestamp("2024-06-03 08:00:00.201", tz="UTC"),
+                                       pd.Timestamp("2024-06-03 08:00:00.202", tz="UTC")]
+    live = events[events["peer"] == "ws://127.0.0.1:8765/"]
+    assert live["type"].iloc[0] == "state" and live["state"].iloc[0] == "OPEN"
+    ack = live[live["type"] == "acked"].iloc[0]
+    assert ack["id"] == 1 and ack["latency_ms"] == 0.963  # seconds stay seconds
+    assert (events["time"].dt.floor("D") == pd.Timestamp("2024-06-03", tz="UTC")).all()
+    assert "PLANTED" not in events.to_csv()
+
+
+def test_reads_a_firefox_export() -> None:
+    """Firefox writes no _webSocketMessages: upgrade requests only, local time offsets."""
+    events = wsnb.Timeline.from_har(FIREFOX).events()
+    assert events["type"].astype(str).tolist() == ["state", "error"]
+    assert events["peer"].astype(str).tolist() == ["wss://chat.example.org/ws?…",
+                                                   "ws://chat.example.org:8080/fallback"]
+    assert events["time"].tolist() == [pd.Timestamp("2024-06-03 08:20:00.315", tz="UTC"),
+                                       pd.Timestamp("2024-06-03 08:20:01.020", tz="UTC")]
+    assert events["state"].iloc[0] == "OPEN"
+    assert events["detail"].iloc[1] == "connection failed: no HTTP response (status 0)"
+    # an upgrade recognised by its header and status alone (http(s) URL, no extension fields)
+    doc = json.loads(FIREFOX.read_text())
+    doc["log"]["entries"][0]["request"]["url"] = "https://chat.example.org/ws"
+    assert har.read_har(doc).events()["state"].astype(str).iloc[0] == "OPEN"
+
+
+def ws_entry(times: list[float], started: str | None = "2024-06-03T07:40:00.000Z",
+             url: str = LOCAL) -> dict:
+    data = ['{"d":1,"id":1,"ts":0,"type":"msg","v":1,"z":0}', '{"type":"ack","id":1}']
+    entry = {"_resourceType": "websocket", "request": {"url": url},
+             "response": {"status": 101},
+             "_webSocketMessages": [{"type": kind, "time": t, "opcode": 1, "data": d}
+                                    for kind, t, d in zip(["send", "receive"], times, data,
+                                                          strict=True)]}
+    if started is not None:
+        entry["startedDateTime"] = started
+    return entry
+
+
+START = pd.Timestamp("2024-06-03T07:40:00Z").timestamp()
+
+
+@pytest.mark.parametrize("times, started", [
+    ([START + 0.5, START + 0.500963], "2024-06-03T07:40:00.000Z"),  # Chrome: seconds
+    ([(START + 0.5) * 1000, (START + 0.500963) * 1000], "2024-06-03T07:40:00.000Z"),  # Playwright
+    ([(START + 0.5) * 1000, (START + 0.500963) * 1000], "2024-06-03T09:40:00.000+02:00"),
+    ([START + 0.5, START + 0.500963], None),  # no startedDateTime: by magnitude
+    ([(START + 0.5) * 1000, (START + 0.500963) * 1000], None),
+    ([START + 0.5, START + 0.500963], "2024-06-03T07:40:00"),  # no offset: read as UTC
+    ([(START + 0.5) * 1000, (START + 0.500963) * 1000], "2024-06-01T22:00:00.000Z"),  # days on
+], ids=["s", "ms", "ms-local-offset", "s-no-start", "ms-no-start", "s-naive", "ms-long-session"])
+def test_seconds_or_milliseconds_is_decided_per_entry(times, started) -> None:
+    events = har.read_har({"log": {"entries": [ws_entry(times, started)]}}).events()
+    frames = events[events["type"].isin(["sent", "acked"])]
+    assert frames["time"].tolist() == [pd.Timestamp("2024-06-03 07:40:00.500", tz="UTC"),
+                                       pd.Timestamp("2024-06-03 07:40:00.500963", tz="UTC")]
+    assert frames["latency_ms"].tolist()[1] == 0.963
+
+
+def test_one_file_can_mix_seconds_and_milliseconds() -> None:
+    """Merged HARs exist (a devtools export plus a Playwright one): each entry decides."""
+    doc = {"log": {"entries": [ws_entry([START + 1, START + 1.002]),
+                               ws_entry([(START + 2) * 1000, (START + 2.004) * 1000],
+                                        url="ws://other:1/")]}}
+    acks = har.read_har(doc).events().query("type == 'acked'")
+    assert acks["latency_ms"].tolist() == [2.0, 4.0]
+    assert acks["time"].dt.floor("D").nunique() == 1
+
+
+def write(tmp_path: Path, text: str | bytes) -> Path:
+    path = tmp_path / "bad.har"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", r"not a HAR file: .*bad\.har is not JSON \(Expecting value at line 1 column 1\)"),
+    ("<html>Sign in</html>", r"not a HAR file: .*bad\.har is not JSON"),
+    (b"\xff\xfe{\x00", r"not a HAR file: .*bad\.har is not UTF-8 text"),
+    ("[]", r"not a HAR file: the top level is a list, not an object with a 'log'"),
+    ("{}", r"not a HAR file: no 'log' object at the top level"),
+    ('{"log": []}', r"not a HAR file: 'log' is a list, not an object"),
+    ('{"log": {}}', r"not a HAR file: no log.entries"),
+    ('{"log": {"entries": {}}}', r"not a HAR file: log.entries is an object, not a list"),
+])
+def test_garbage_files_say_what_is_wrong(tmp_path, content, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        wsnb.Timeline.from_har(write(tmp_path, content))
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"_resourceType": "websocket", "startedDateTime": "2024-06-03T07:40:00Z"},
+     r"log.entries\[1\]: a WebSocket entry without request.url"),
+    ({**ws_entry([START, START + 1]), "startedDateTime": "yesterday"},
+     r"log.entries\[1\] \(ws://localhost:8765/\): startedDateTime 'yesterday' is not an ISO "
+     r"8601 date"),
+    ({**ws_entry([START, START + 1]), "_webSocketMessages": {"type": "send"}},
+     r"log.entries\[1\] \(ws://localhost:8765/\): _webSocketMessages is an object, not a list"),
+    (ws_entry([1573.25, 1573.5]),  # a monotonic clock, not epoch times
+     r"log.entries\[1\] \(ws://localhost:8765/\): _webSocketMessages times \(median 1573.38\) "
+     r"are neither epoch seconds nor epoch milliseconds near startedDateTime "
+     r"\(2024-06-03T07:40:00.000000Z\)"),
+    (ws_entry([1573.25, 1573.5], started=None),
+     r"no startedDateTime, and the _webSocketMessages times \(median 1573.38\) are not epoch"),
+    ({"_resourceType": "websocket", "request": {"url": "wss://x.example/?k=SECRET"},
+      "response": {"status": 0}},
+     r"log.entries\[1\] \(wss://x.example/\?…\): no startedDateTime and no timed messages"),
+])
+def test_unreadable_websocket_entries_are_named(entry, message) -> None:
+    doc = {"log": {"entries": [{"request": {"url": "https://example.com/"}}, entry]}}
+    with pytest.raises(ValueError, match=message) as caught:
+        har.read_har(doc)
+    assert "SECRET" not in str(caught.value)
+
+
+def test_controls_and_timeless_messages() -> None:
+    """Playwright's omitTiming writes time -1: such messages are skipped, the entry kept."""
+    entry = ws_entry([START + 1, START + 1.5])
+    entry["_webSocketMessages"] += [
+        {"type": "receive", "time": -1, "opcode": 1, "data": "x"},
+        {"type": "receive", "time": START + 2, "opcode": 9, "data": ""},
+        {"type": "receive", "time": START + 3, "opcode": 8, "data": ""},
+    ]
+    entry["response"]["_failureText"] = "WebSocket frame error: https://x.example/?t=SECRET"
+    events = har.read_har({"log": {"entries": [entry]}}).events()
+    assert events["type"].astype(str).tolist() == ["state", "sent", "acked", "close", "error"]
+    assert events["detail"].iloc[-1] == "connection error: WebSocket frame error: " \
+                                        "https://x.example/?…"
+    timeless = har.read_har({"log": {"entries": [ws_entry([-1, -1])]}}).events()
+    assert timeless["type"].astype(str).tolist() == ["state"]
+
+
+# ----- a real browser: Playwright records the HAR of a Chromium page ---------------------
+
+PLAYWRIGHT_PAGE_JS = """
+async ([url, dead, handshake]) => {
+  const talk = (u, first) => new Promise(done => {
+    const ws = new WebSocket(u);
+    const got = [];
+    ws.onopen = () => ws.send(first);
+    ws.onmessage = e => {
+      const m = JSON.parse(e.data);
+      got.push(m);
+      if (m.type === 'handshake_ack')
+        ws.send(JSON.stringify({type: 'msg', v: 1, id: 1, ts: Date.now(), z: 0,
+                                d: {hello: 'from chromium'}}));
+      if (m.type === 'ack') ws.close(1000);
+    };
+    ws.onclose = e => done({code: e.code, got});
+  });
+  const refused = await talk(dead, '');
+  const session = await talk(url, handshake);
+  return [refused, session];
+}
+"""
+
+
+def article_handshake() -> str:
+    """The article's handshake, plus the "v" the server needs if it insists on one."""
+    article = '{"type":"handshake","token":null}'
+    try:
+        wsnb.protocol.envelope.parse_frame(article)
+    except wsnb.errors.ProtocolError:
+        return '{"type":"handshake","v":1,"token":null}'
+    return article
+
+
+async def test_playwright_har_of_a_chromium_session_round_trips(tmp_path) -> None:
+    playwright = pytest.importorskip("playwright.async_api")
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip("no Chromium at /usr/bin/chromium: the Playwright HAR round trip needs it")
+    import socket
+
+    path = tmp_path / "playwright.har"
+    with socket.socket() as dead:  # bound, never listening: connections to it are refused
+        dead.bind(("127.0.0.1", 0))
+        dead_url = f"ws://127.0.0.1:{dead.getsockname()[1]}/"
+        before = time.time()
+        async with wsnb.Server(port=0, heartbeat_ms=0) as srv, \
+                playwright.async_playwright() as pw:
+            browser = await pw.chromium.launch(
+                executable_path=str(chromium),
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            try:
+                context = await browser.new_context(record_har_path=str(path))
+                page = await context.new_page()
+                closed: list[asyncio.Future] = []
+
+                def watch(ws) -> None:  # the HAR recorder saw a frame before we hear of it
+                    done = asyncio.get_running_loop().create_future()
+                    ws.on("close", lambda _ws: done.done() or done.set_result(None))
+                    closed.append(done)
+
+                page.on("websocket", watch)
+                got = await page.evaluate(PLAYWRIGHT_PAGE_JS,
+                                          [srv.url, dead_url, article_handshake()])
+                await asyncio.wait_for(asyncio.gather(*closed), 10)
+                await context.close()  # writes the HAR
+            finally:
+                await browser.close()
+        after = time.time()
+    assert got[0] == {"code": 1006, "got": []}
+    assert [m["type"] for m in got[1]["got"]] == ["handshake_ack", "ack"], got
+    assert srv.delivered == [{"hello": "from chromium"}]
+    assert len(closed) == 2
+    doc = json.loads(path.read_text())
+    assert doc["log"]["creator"]["name"] == "Playwright"
+    stamps = [m["time"] for e in doc["log"]["entries"] for m in e.get("_webSocketMessages", [])]
+    assert stamps and min(stamps) > 1e12  # Playwright's milliseconds, the case this is about
+
+    tl = wsnb.Timeline.from_har(path)
+    events = tl.events()
+    assert set(events["peer"].astype(str)) == {dead_url, srv.url + "/"}
+    seconds = (events["time"] - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(1, "s")
+    assert ((seconds > before - 60) & (seconds < after + 60)).all(), events["time"]
+    assert events["time"].is_monotonic_increasing
+    refused = events[events["peer"] == dead_url]
+    assert refused["type"].astype(str).tolist() == ["error"]
+    assert refused["detail"].iloc[0].startswith("connection failed: ")
+    assert "ERR_CONNECTION_REFUSED" in refused["detail"].iloc[0]
+    live = events[events["peer"] == srv.url + "/"]
+    assert live["state"].iloc[0] == "OPEN" and "READY" in live["state"].astype(str).tolist()
+    sent = live[(live["type"] == "sent") & live["id"].notna()]
+    assert sent["id"].tolist() == [1]
+    acks = live[live["type"] == "acked"]
+    assert acks["id"].tolist() == [1] and acks["size"].tolist() == sent["size"].tolist()
+    latency = acks["latency_ms"].iloc[0]
+    assert 0 <= latency < 10_000, latency  # milliseconds, not milliseconds x 1000
+    assert sent["time"].iloc[0] <= acks["time"].iloc[0]
+
+    again = wsnb.Timeline.from_har(tl.to_har(tmp_path / "again.har"))
+    assert frames_and_opens(again.events()).equals(frames_and_opens(events))
+    assert "from chromium" not in events.to_csv()

@@ -1,11 +1,34 @@
-"""Timelines on disk: HAR (what browsers' devtools export), Parquet and CSV.
+"""Timelines on disk: HAR (what browsers' devtools and Playwright export), Parquet and CSV.
 
-HAR is the HTTP Archive JSON that Chrome (76+) and Firefox devtools save from
-the Network panel. Each WebSocket request is one entry of ``log.entries`` with
-``"_resourceType": "websocket"`` and a ``_webSocketMessages`` list of
-``{"type": "send" | "receive" | "error", "time": <epoch seconds>, "opcode":
-1 | 2 | -1, "data": <text, or base64 for binary>}``: whole messages, no
-control frames, no close.
+HAR is the HTTP Archive JSON that browser devtools save from the Network panel
+and that Playwright records (``record_har_path``). Each WebSocket request is one
+entry of ``log.entries``; Chrome (76+), Playwright and mitmproxy add a
+``_webSocketMessages`` list of ``{"type": "send" | "receive" | "error", "time":
+<epoch>, "opcode": 1 | 2 | -1, "data": <text, or base64 for binary>}``: whole
+messages, no control frames, no close. The flavours differ:
+
+- **Chrome devtools** marks the entry ``"_resourceType": "websocket"`` and writes
+  ``time`` in epoch **seconds**; a connection that failed has ``status`` 0 and
+  the reason in ``response._error`` (``net::ERR_CONNECTION_REFUSED``,
+  ``net::ERR_BLOCKED_BY_CLIENT``...).
+- **Playwright** writes ``time`` in epoch **milliseconds** (``wallTimeMs``),
+  ``status`` -1 when no response came, and the reason in
+  ``response._failureText``; with ``omitTiming`` every ``time`` is -1.
+- **Firefox devtools** writes no ``_webSocketMessages`` and no ``_resourceType``:
+  its WebSocket entries are plain upgrade requests (status 101, or 0 when the
+  connection failed), recognised here by the ``ws://``/``wss://`` URL, the
+  ``Upgrade: websocket`` request header or the 101 status.
+
+**Seconds or milliseconds** is decided per entry: the message times' median is
+compared with the entry's ``startedDateTime``, and read as seconds or as
+milliseconds, whichever lands nearer the start (epoch seconds read as ms land in
+January 1970, epoch ms read as seconds tens of thousands of years ahead, so the
+two never compete). The chosen reading must lie within 31 days of the start,
+else the entry's clock is not an epoch clock and reading fails with a
+`ValueError` naming the entry. An entry without ``startedDateTime`` falls back
+on magnitude: a median of 1e11 or more is milliseconds (1e11 s is the year
+5138, 1e11 ms March 1973). Messages whose ``time`` is not a number >= 0 are
+skipped; times are kept to the microsecond, as a `Timeline` stores them.
 
 `read_har` turns those into the rows a live session records: ``sent`` /
 ``received`` with sizes in bytes, ``peer`` = the request URL (query string
@@ -17,11 +40,28 @@ matching send, ``ping``/``pong``/``nack``/``error`` and ``handshake_ack``
 (it carries the token) is never read. Payloads are never stored: a timeline
 holds sizes and ids, not data.
 
+Each connection that opened (status 101, 2xx over HTTP/2, or any message sent
+or received) starts with a ``state`` ``OPEN`` row. A connection that did not
+is kept as one ``error`` row at its ``startedDateTime``: ``upgrade refused:
+HTTP 403 Forbidden`` when the server answered, ``blocked: net::ERR_BLOCKED_BY_CLIENT``
+or ``connection failed: <the browser's text>`` when it did not, and
+``connection failed: no HTTP response (status 0)`` when the HAR says nothing
+more (Firefox). A failure text on a connection that did open becomes a
+``connection error: ...`` row after its last message.
+
+A file that is not a HAR (not JSON, no ``log.entries``) or a WebSocket entry
+that cannot be read (no URL, a ``startedDateTime`` that is not a date, a
+``_webSocketMessages`` that is not a list, nothing to place it in time) raises
+`ValueError` saying what is wrong and where (``log.entries[3]...``). Entries
+that are not objects, and messages that are not objects, are skipped.
+
 `write_har` writes a timeline in the same shape, one entry per connection
-(split at each ``OPEN``). A timeline has no payloads, so each message's
-``data`` is a stand-in wsnb frame with the real byte count in a ``_size``
-field (HAR's convention for extensions is a leading underscore); wsnb reads
-``_size`` back, other tools show the stand-in.
+(split at each ``OPEN``), times in seconds as Chrome does. A timeline has no
+payloads, so each message's ``data`` is a stand-in wsnb frame with the real
+byte count in a ``_size`` field (HAR's convention for extensions is a leading
+underscore); wsnb reads ``_size`` back, other tools show the stand-in. Only
+connections that opened are written: ``error`` rows, failed connections
+included, stay out of the HAR.
 """
 
 from __future__ import annotations
@@ -31,6 +71,8 @@ import binascii
 import json
 import math
 import os
+import re
+import statistics
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -147,10 +189,41 @@ def read_parquet(path: PathLike, maxlen: int | None = None) -> Timeline:
 def _load_json(source: PathLike | IO[str] | dict[str, Any]) -> dict[str, Any]:
     if isinstance(source, dict):
         return source
-    if hasattr(source, "read"):
-        return json.load(source)  # type: ignore[arg-type]
-    with open(source, encoding="utf-8-sig") as f:  # devtools may write a BOM
-        return json.load(f)
+    name = "the input" if hasattr(source, "read") else os.fspath(source)  # type: ignore[arg-type]
+    try:
+        if hasattr(source, "read"):
+            return json.load(source)  # type: ignore[arg-type]
+        # devtools may write a BOM
+        with open(source, encoding="utf-8-sig") as f:  # type: ignore[arg-type]
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not a HAR file: {name} is not JSON ({exc.msg} at line {exc.lineno} "
+                         f"column {exc.colno})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"not a HAR file: {name} is not UTF-8 text") from None
+
+
+def _entries(har: Any) -> list[Any]:
+    if not isinstance(har, dict):
+        raise ValueError(f"not a HAR file: the top level is {_kind(har)}, not an object "
+                         f"with a 'log'")
+    log = har.get("log")
+    if not isinstance(log, dict):
+        raise ValueError("not a HAR file: no 'log' object at the top level" if log is None else
+                         f"not a HAR file: 'log' is {_kind(log)}, not an object")
+    entries = log.get("entries")
+    if entries is None:
+        raise ValueError("not a HAR file: no log.entries")
+    if not isinstance(entries, list):
+        raise ValueError(f"not a HAR file: log.entries is {_kind(entries)}, not a list")
+    return entries
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, with its article: "an object", "a list", "null"..."""
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number", type(None): "null"}.get(
+        type(value), type(value).__name__)
 
 
 def _epoch(iso: Any) -> float | None:
@@ -171,6 +244,14 @@ def _peer_for(url: str) -> str:
     return url[:200]
 
 
+_URL_IN_TEXT = re.compile(r"\b(?:wss?|https?)://[^\s'\"<>]+", re.IGNORECASE)
+
+
+def _safe_text(text: str) -> str:
+    """A browser's failure text, URLs in it masked like peers, at most 200 characters."""
+    return _URL_IN_TEXT.sub(lambda m: _peer_for(m.group(0)), text.strip())[:200]
+
+
 def _size_of(message: dict[str, Any], data: str, opcode: Any) -> int:
     size = message.get("_size")
     if type(size) is int and size >= 0:
@@ -183,50 +264,149 @@ def _size_of(message: dict[str, Any], data: str, opcode: Any) -> int:
     return len(data.encode("utf-8", "surrogatepass"))
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _upgrade_header(request: dict[str, Any]) -> bool:
+    headers = request.get("headers")
+    if not isinstance(headers, list):
+        return False
+    return any(isinstance(h, dict) and str(h.get("name", "")).lower() == "upgrade"
+               and str(h.get("value", "")).strip().lower() == "websocket" for h in headers)
+
+
 def _is_websocket(entry: dict[str, Any]) -> bool:
     if str(entry.get("_resourceType", "")).lower() == "websocket":
         return True
     if "_webSocketMessages" in entry:
         return True
-    url = str(entry.get("request", {}).get("url", ""))
-    return urlsplit(url).scheme.lower() in ("ws", "wss")
+    request = _dict(entry.get("request"))
+    url = str(request.get("url", ""))
+    if urlsplit(url).scheme.lower() in ("ws", "wss"):
+        return True
+    return _status(_dict(entry.get("response"))) == 101 or _upgrade_header(request)
 
 
-def _entry_rows(entry: dict[str, Any]) -> Iterator[Row]:
-    request = entry.get("request") or {}
-    response = entry.get("response") or {}
-    peer = _peer_for(str(request.get("url", "")))
-    messages = [m for m in entry.get("_webSocketMessages") or [] if isinstance(m, dict)
-                and isinstance(m.get("time"), (int, float)) and not isinstance(m["time"], bool)]
-    messages.sort(key=lambda m: m["time"])
-    started = _epoch(entry.get("startedDateTime"))
-    if started is None:
-        started = messages[0]["time"] if messages else 0.0
+def _status(response: dict[str, Any]) -> int | None:
     status = response.get("status")
+    if type(status) is int:
+        return status
+    if isinstance(status, str) and status.strip().lstrip("-").isdigit():
+        return int(status)
+    return None
+
+
+def _time(message: dict[str, Any]) -> float | None:
+    t = message.get("time")
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+        return None  # Playwright writes -1 with omitTiming
+    return float(t)
+
+
+_MS_MAGNITUDE = 1e11  # epoch seconds reach it in the year 5138, epoch milliseconds in 1973
+_MAX_DRIFT = 31 * 86_400.0  # messages this far from startedDateTime are not on an epoch clock
+
+
+def _divisor(times: list[float], started: float | None, where: str) -> float:
+    """1.0 when this entry's message times are epoch seconds, 1000.0 when milliseconds."""
+    if not times:
+        return 1.0
+    mid = statistics.median(times)
+    if started is not None:
+        divisor = min((1.0, 1000.0), key=lambda d: abs(mid / d - started))
+        if abs(mid / divisor - started) > _MAX_DRIFT:
+            raise ValueError(
+                f"{where}: _webSocketMessages times (median {mid:g}) are neither epoch "
+                f"seconds nor epoch milliseconds near startedDateTime ({_iso(started)})")
+        return divisor
+    divisor = 1000.0 if mid >= _MS_MAGNITUDE else 1.0
+    if mid / divisor < 1e8:  # before 1973: a monotonic clock, and no start to anchor it
+        raise ValueError(f"{where}: no startedDateTime, and the _webSocketMessages times "
+                         f"(median {mid:g}) are not epoch times")
+    return divisor
+
+
+def _failure_text(entry: dict[str, Any], response: dict[str, Any]) -> str:
+    for value in (response.get("_error"), response.get("_failureText"), entry.get("_error")):
+        if isinstance(value, str) and value.strip():
+            return _safe_text(value)
+    return ""
+
+
+def _entry_rows(entry: dict[str, Any], where: str) -> Iterator[Row]:
+    request = _dict(entry.get("request"))
+    response = _dict(entry.get("response"))
+    url = request.get("url")
+    if not isinstance(url, str) or not url:
+        raise ValueError(f"{where}: a WebSocket entry without request.url")
+    peer = _peer_for(url)
+    raw = entry.get("_webSocketMessages")
+    if raw is not None and not isinstance(raw, list):
+        raise ValueError(f"{where} ({peer}): _webSocketMessages is {_kind(raw)}, not a list")
+    timed = [(t, m) for m in raw or [] if isinstance(m, dict) and (t := _time(m)) is not None]
+    started_raw = entry.get("startedDateTime")
+    started = _epoch(started_raw)
+    if started is None and started_raw is not None:
+        raise ValueError(f"{where} ({peer}): startedDateTime {str(started_raw)[:40]!r} is not "
+                         f"an ISO 8601 date")
+    divisor = _divisor([t for t, _ in timed], started, f"{where} ({peer})")
+    messages = sorted(((round(t / divisor, 6), m) for t, m in timed), key=lambda tm: tm[0])
+    if started is None:
+        if not messages:
+            raise ValueError(f"{where} ({peer}): no startedDateTime and no timed messages, so "
+                             f"the connection cannot be placed in time")
+        started = messages[0][0]
+    status = _status(response)
+    failure = _failure_text(entry, response)
+    traffic = any(isinstance(m, dict) and m.get("type") in ("send", "receive")
+                  for m in raw or [])  # timed or not (Playwright's omitTiming)
+    http2 = str(response.get("httpVersion", "")).lower() in ("h2", "h3", "http/2.0", "http/3.0")
     nan = math.nan
-    if status == 101:
-        yield (started, "state", "", None, 0, "OPEN", "HTTP 101 Switching Protocols", nan, peer)
-    elif isinstance(status, int) and status > 0:
-        words = str(response.get("statusText") or "")[:80]
-        yield (started, "error", "", None, 0, "", f"upgrade refused: HTTP {status} {words}"
-               .strip(), nan, peer)
+    if status == 101 or traffic or (http2 and status is not None and 200 <= status < 300):
+        if status == 101:
+            detail = "HTTP 101 Switching Protocols"
+        elif status is not None and status > 0:
+            detail = f"HTTP {status} {str(response.get('statusText') or '')[:80]}".strip()
+        else:
+            detail = "no upgrade response in the HAR"
+        yield (started, "state", "", None, 0, "OPEN", detail, nan, peer)
+    else:
+        if status is not None and status > 0:
+            words = str(response.get("statusText") or "")[:80]
+            detail = f"upgrade refused: HTTP {status} {words}".strip()
+        elif failure:
+            detail = f"{'blocked' if 'BLOCKED' in failure.upper() else 'connection failed'}: " \
+                     f"{failure}"
+        else:
+            shown = "no status" if status is None else f"status {status}"
+            detail = f"connection failed: no HTTP response ({shown})"
+        yield (started, "error", "", None, 0, "", detail[:200], nan, peer)
+        failure = ""
     sent_at: dict[int, tuple[float, int]] = {}  # msg id -> (last send time, size)
-    for message in messages:
-        yield from _message_rows(message, peer, sent_at)
+    for t, message in messages:
+        yield from _message_rows(t, message, peer, sent_at)
+    if failure:
+        last = messages[-1][0] if messages else started
+        yield (last, "error", "", None, 0, "", f"connection error: {failure}"[:200], nan, peer)
 
 
-def _message_rows(message: dict[str, Any], peer: str,
+def _message_rows(t: float, message: dict[str, Any], peer: str,
                   sent_at: dict[int, tuple[float, int]]) -> Iterator[Row]:
-    t = float(message["time"])
     kind = message.get("type")
     opcode = message.get("opcode")
     data = message.get("data")
     data = data if isinstance(data, str) else ""
     nan = math.nan
     if kind == "error" or opcode == -1:
-        yield (t, "error", "", None, 0, "", f"devtools: {data[:200]}", nan, peer)
+        yield (t, "error", "", None, 0, "", f"devtools: {_safe_text(data)}"[:200], nan, peer)
         return
     if kind not in ("send", "receive"):
+        return
+    if opcode in (8, 9, 10):  # control frames: some recorders keep them
+        if opcode == 8:
+            yield (t, "close", "out" if kind == "send" else "in", None, 0, "",
+                   "close frame sent" if kind == "send" else "close frame received", nan, peer)
         return
     direction = "out" if kind == "send" else "in"
     plain = "sent" if kind == "send" else "received"
@@ -282,16 +462,18 @@ def _message_rows(message: dict[str, Any], peer: str,
 
 
 def read_har(source: PathLike | IO[str] | dict[str, Any], maxlen: int | None = None) -> Timeline:
-    """A `Timeline` of every WebSocket request in a HAR file, ordered by time."""
-    har = _load_json(source)
-    try:
-        entries = har["log"]["entries"]
-    except (KeyError, TypeError):
-        raise ValueError("not a HAR file: no log.entries") from None
+    """A `Timeline` of every WebSocket request in a HAR file, ordered by time.
+
+    `source` is a path, an open text file or the parsed JSON. Chrome, Firefox and
+    Playwright HARs alike (see the module docstring for how seconds and
+    milliseconds are told apart). Raises `ValueError` naming what is wrong when
+    the input is not a HAR or a WebSocket entry cannot be read.
+    """
+    entries = _entries(_load_json(source))
     rows: list[Row] = []
-    for entry in entries:
+    for i, entry in enumerate(entries):
         if isinstance(entry, dict) and _is_websocket(entry):
-            rows.extend(_entry_rows(entry))
+            rows.extend(_entry_rows(entry, f"log.entries[{i}]"))
     rows.sort(key=lambda row: row[0])  # stable: an entry's OPEN stays before its frames
     return _timeline(rows, len(rows), maxlen)
 
