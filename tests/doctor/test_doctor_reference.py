@@ -1,5 +1,8 @@
 """wsnb.doctor against servers with one planted problem each, and against non-wsnb servers.
 
+Third-party servers (Node ws, uvicorn, aiohttp, python-socketio, nginx) are in
+test_doctor_third_party.py.
+
 Every server is on loopback; budgets are about a second, the size cap 256 KiB.
 Each planted problem must be found, and nothing else may be reported as a
 problem ("no false alarms").
@@ -8,6 +11,7 @@ problem ("no false alarms").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import logging
@@ -199,7 +203,7 @@ async def test_bare_websockets_echo_server() -> None:
         report = await check(url)
     assert report.ok, report.summary()
     facts = report.facts
-    assert facts["protocol"] == "plain" and facts["echo"] is True
+    assert facts["protocol"] == "echo/raw" and facts["echo"] is True
     assert "permessage-deflate" in facts["extensions"]
     compression = one(report, "handshake", "compression").result
     assert compression.startswith("permessage-deflate negotiated (")
@@ -343,10 +347,123 @@ async def test_recognises_other_protocols(name: str, handler: Any, options: Any)
         assert 0.1 < report.facts["app_heartbeat_interval_s"] < 0.4
         assert "3" in rec.got  # the doctor answered the server's pings, like a real client
     if name == "plain":
-        assert report.facts["echo"] is False
+        assert report.facts["echo"] is False and report.facts["protocol"] == "plain"
     if name == "graphql-transport-ws":  # refused without a subprotocol, then accepted
         assert one(report, "handshake", "subprotocol").result.startswith("required: HTTP 400")
         assert one(report, "liveness", "graphql-ws ping").severity == "ok"
+
+
+async def test_a_server_that_takes_any_subprotocol_is_not_graphql() -> None:
+    # like Node's ws: it accepts the first subprotocol offered; a JSON API that answers
+    # connection_init with its own error is no graphql server, and nothing fails
+    def first(conn: ServerConnection, offered: Any) -> Any:
+        return offered[0] if offered else None
+
+    rec = Recorder()
+    async with Plain(lambda ws: _json_api(ws, rec), select_subprotocol=first) as url:
+        report = await check(url)
+    assert report.ok, report.summary()
+    assert report.facts["protocol"] == "plain" and report.facts["echo"] is False
+    assert report.facts["reconnects_accepted"] == 5
+
+
+async def test_an_echoed_greeting_is_never_a_failed_greeting() -> None:
+    # the user asks for graphql-ws; an echo server takes it and sends connection_init back
+    def first(conn: ServerConnection, offered: Any) -> Any:
+        return offered[0] if offered else None
+
+    async with Plain(echo, select_subprotocol=first) as url:
+        report = await check(url, subprotocols=["graphql-ws"])
+    assert report.ok, report.summary()
+    assert report.facts["protocol"] == "echo/raw"
+    assert report.facts["reconnect_outcome"] == "accepted"
+
+
+def test_close_frame_before_a_reset_keeps_its_code() -> None:
+    """A server sends close 1009 then resets TCP; our next write meets the reset first.
+
+    asyncio then drops the connection without reading what is queued: without
+    the probe connection's salvage this reads as 1006. The server thread and
+    the blocked loop make the order certain: close frame and RST are both in
+    the kernel before the client writes.
+    """
+    import base64
+    import hashlib
+    import socket
+    import struct
+    import threading
+
+    from websockets.asyncio.client import connect
+
+    from wsnb.doctor.probe import _ProbeConnection
+
+    go, done = threading.Event(), threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve_once() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                       if line.lower().startswith(b"sec-websocket-key:"))
+            accept = base64.b64encode(hashlib.sha1(
+                key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            go.wait(10)
+            reason = b"message too big"
+            conn.sendall(bytes([0x88, 2 + len(reason)]) + struct.pack("!H", 1009) + reason)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        done.set()  # closed with linger 0: a reset follows the close frame
+
+    async def client() -> tuple[int | None, bool]:
+        ws = await connect(f"ws://127.0.0.1:{listener.getsockname()[1]}", ping_interval=None,
+                           compression=None, create_connection=_ProbeConnection)
+        assert isinstance(ws, _ProbeConnection)
+        ws.transport.write(b"\x89\x80" + b"\x00" * 4)  # unread by the server: RST on close
+        go.set()
+        assert done.wait(10)  # the loop is blocked: the client reads nothing meanwhile
+        with contextlib.suppress(Exception):
+            await ws.ping()  # meets the reset
+        await ws.wait_closed()
+        return ws.close_code, ws.close_rcvd_at is not None
+
+    thread = threading.Thread(target=serve_once, daemon=True)
+    thread.start()
+    try:
+        code, noted = asyncio.run(client())
+    finally:
+        thread.join(10)
+        listener.close()
+    assert code == 1009 and noted
+
+
+async def test_headers_subprotocols_and_origin_reach_the_server(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    seen: list[Any] = []
+
+    def note(conn: ServerConnection, request: Any) -> None:
+        seen.append(request.headers)
+
+    async with Plain(echo, process_request=note, subprotocols=["chat"]) as url:
+        report = await check(url, checks="handshake,close", headers={"X-Team": "blue"},
+                             subprotocols=["chat"], origin="http://notebook.test")
+        assert report.ok and report.facts["subprotocol"] == "chat", report.summary()
+        assert all(h["X-Team"] == "blue" and h["Origin"] == "http://notebook.test"
+                   and h["Sec-WebSocket-Protocol"] == "chat" for h in seen)
+        seen.clear()
+        code = await asyncio.to_thread(cli_main, [
+            url, "--checks", "handshake", "--json", "--header", "X-Team: red",
+            "--header", "Authorization:Bearer t0ken", "--subprotocol", "chat",
+            "--subprotocol", "other", "--origin", "http://cli.test"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["facts"]["subprotocol"] == "chat"
+    assert seen and all(h["X-Team"] == "red" and h["Authorization"] == "Bearer t0ken"
+                        and h["Origin"] == "http://cli.test"
+                        and h["Sec-WebSocket-Protocol"] == "chat, other" for h in seen)
+    assert cli_main(["ws://127.0.0.1:1", "--header", "no-colon"]) == 2
 
 
 # ----- TLS, refusals, arguments ------------------------------------------------------------
