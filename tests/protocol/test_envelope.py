@@ -33,11 +33,13 @@ SECRET = b"s3cret-\xff-key"
 TS = 1_700_000_000_000
 
 
-def independent_signature(frame: dict[str, Any], secret: bytes) -> str:
-    """HMAC-SHA256 over the canonical JSON of the frame without ``s``, computed from the spec."""
+def independent_signature(frame: dict[str, Any], secret: bytes, session: str = "") -> str:
+    """HMAC-SHA256 over session + "\\n" + RFC 8785 JCS of the frame without ``s`` (1.1)."""
+    import rfc8785
+
     unsigned = {k: v for k, v in frame.items() if k != "s"}
-    canonical = json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hmac.new(secret, canonical.encode("utf-8"), hashlib.sha256).hexdigest()
+    canonical = rfc8785.dumps(unsigned)
+    return hmac.new(secret, session.encode() + b"\n" + canonical, hashlib.sha256).hexdigest()
 
 
 def perr(text: str | bytes) -> ProtocolError:
@@ -169,7 +171,7 @@ PAYLOADS: list[Any] = [
     "héllo ✓ 😀",
     0,
     None,
-    {"nested": {"é": [{"deep": [1, [2, [3]]]}]}, "big": 2**80},
+    {"nested": {"é": [{"deep": [1, [2, [3]]]}]}, "big": 2**53 - 1},
     "",
     [],
     {},
@@ -188,7 +190,7 @@ class TestEncodeParse:
 
     @pytest.mark.parametrize("payload", PAYLOADS)
     def test_round_trip_with_secret(self, payload: Any) -> None:
-        text = encode_msg(3, payload_text(payload), ts=TS, secret=SECRET)
+        text = encode_msg(3, payload_text(payload, canonical=True), ts=TS, secret=SECRET)
         frame = parse_frame(text)
         assert frame["d"] == payload and frame["id"] == 3 and frame["ts"] == TS
         assert isinstance(frame["s"], str) and len(frame["s"]) == 64
@@ -200,11 +202,11 @@ class TestEncodeParse:
 
     @pytest.mark.parametrize("payload", PAYLOADS)
     def test_signature_matches_independent_hmac(self, payload: Any) -> None:
-        frame = parse_frame(encode_msg(11, payload_text(payload), ts=TS, secret=SECRET))
+        frame = parse_frame(encode_msg(11, payload_text(payload, canonical=True), ts=TS, secret=SECRET))
         assert frame["s"] == independent_signature(frame, SECRET)
 
     def test_signature_over_compressed_frame(self) -> None:
-        data = envelope.compress(payload_text({"x": "é" * 500}))
+        data = envelope.compress(payload_text({"x": "é" * 500}, canonical=True))
         frame = parse_frame(encode_msg(2, data, ts=TS, z=1, secret=SECRET))
         assert frame["z"] == 1
         assert frame["s"] == independent_signature(frame, SECRET)
@@ -230,7 +232,7 @@ class TestEncodeParse:
 
 
 def signed(payload: Any = None, id: int = 5, ts: int = TS) -> dict[str, Any]:
-    return parse_frame(encode_msg(id, payload_text(payload or {"k": "v"}), ts=ts, secret=SECRET))
+    return parse_frame(encode_msg(id, payload_text(payload or {"k": "v"}, canonical=True), ts=ts, secret=SECRET))
 
 
 def reparse(frame: dict[str, Any]) -> dict[str, Any]:
@@ -451,7 +453,7 @@ VALID: dict[str, dict[str, Any]] = {
 
 # Required fields per PROTOCOL.md, with the JSON type each must have.
 REQUIRED: dict[str, dict[str, str]] = {
-    "handshake": {"v": "int"},
+    "handshake": {},  # 1.1: v, token, session, last_seen have defaults
     "handshake_ack": {"v": "int", "session": "str", "resumed": "bool", "last_acked": "int",
                       "heartbeat_ms": "int", "max_size": "int"},
     "msg": {"v": "int", "id": "int", "ts": "int", "z": "int", "d": "any"},
@@ -696,11 +698,11 @@ class TestChunks:
     @pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 200])
     def test_round_trip_non_ascii(self, size: int) -> None:
         payload = {"text": "héllo wörld ✓ 😀 " * 20, "n": list(range(30))}
-        text = encode_msg(9, payload_text(payload), ts=TS, secret=SECRET)
+        text = encode_msg(9, payload_text(payload, canonical=True), ts=TS, secret=SECRET)
         frames = split_chunks(text, 9, size)
         n = -(-len(text) // size)
         assert len(frames) == n >= 2
-        asm = ChunkAssembler(max_chunks=n, max_chars=len(text))
+        asm = ChunkAssembler(max_chunks=n, max_bytes=len(text.encode()))
         results = []
         for i, f in enumerate(frames):
             parsed = parse_frame(f.encode("utf-8"))  # every slice is valid UTF-8 JSON
@@ -724,31 +726,31 @@ class TestChunks:
             split_chunks("abc", 1, 0)
 
     def test_assembler_reusable_for_next_message(self) -> None:
-        asm = ChunkAssembler(max_chunks=10, max_chars=100)
+        asm = ChunkAssembler(max_chunks=10, max_bytes=100)
         for id in (1, 2, 3):
             assert assemble(split_chunks(f"msg-{id}-text", id, 4), asm)[-1] == f"msg-{id}-text"
             assert not asm.partial
 
     def test_too_many_chunks(self) -> None:
-        asm = ChunkAssembler(max_chunks=3, max_chars=10**6)
+        asm = ChunkAssembler(max_chunks=3, max_bytes=10**6)
         with pytest.raises(ProtocolError) as info:
             asm.add(chunk(4, 0, 4))
         assert info.value.code == "too_large" and info.value.id == 4
         assert not asm.partial
 
     def test_too_many_chunks_mid_series_resets(self) -> None:
-        asm = ChunkAssembler(max_chunks=3, max_chars=10**6)
+        asm = ChunkAssembler(max_chunks=3, max_bytes=10**6)
         assert asm.add(chunk(1, 0, 3)) is None
         with pytest.raises(ProtocolError, match="too_large"):
             asm.add(chunk(2, 0, 4))
         assert not asm.partial
 
     def test_n_at_limit_ok(self) -> None:
-        asm = ChunkAssembler(max_chunks=3, max_chars=3)
+        asm = ChunkAssembler(max_chunks=3, max_bytes=6)  # UTF-8 bytes: é is 2
         assert [asm.add(chunk(1, i, 3, "é")) for i in range(3)] == [None, None, "ééé"]
 
     def test_too_many_chars(self) -> None:
-        asm = ChunkAssembler(max_chunks=10, max_chars=5)
+        asm = ChunkAssembler(max_chunks=10, max_bytes=5)
         assert asm.add(chunk(1, 0, 3, "ab")) is None
         assert asm.add(chunk(1, 1, 3, "cd")) is None
         with pytest.raises(ProtocolError) as info:
@@ -758,12 +760,23 @@ class TestChunks:
         # a fresh series works afterwards
         assert assemble(split_chunks("vwxyz", 2, 3), asm)[-1] == "vwxyz"
 
-    def test_chars_counted_as_characters(self) -> None:
-        asm = ChunkAssembler(max_chunks=10, max_chars=4)
+    def test_sizes_counted_in_utf8_bytes(self) -> None:
+        asm = ChunkAssembler(max_chunks=10, max_bytes=12)
         assert [asm.add(chunk(1, i, 2, "😀é")) for i in range(2)] == [None, "😀é😀é"]
+        asm = ChunkAssembler(max_chunks=10, max_bytes=11)
+        assert asm.add(chunk(1, 0, 2, "😀é")) is None
+        with pytest.raises(ProtocolError) as info:
+            asm.add(chunk(1, 1, 2, "😀é"))
+        assert info.value.code == "too_large"
+
+    def test_lone_surrogate_at_a_slice_boundary_is_bad_json(self) -> None:
+        asm = ChunkAssembler(max_chunks=10, max_bytes=100)
+        with pytest.raises(ProtocolError) as info:
+            asm.add(chunk(1, 0, 2, "ab\ud83d"))  # a JavaScript sender cut 😀 in two
+        assert info.value.code == "bad_json" and "surrogate" in info.value.reason
 
     def test_series_must_start_at_zero(self) -> None:
-        asm = ChunkAssembler(max_chunks=10, max_chars=100)
+        asm = ChunkAssembler(max_chunks=10, max_bytes=100)
         with pytest.raises(ProtocolError) as info:
             asm.add(chunk(1, 1, 3))
         assert info.value.code == "bad_envelope" and info.value.id == 1
@@ -775,7 +788,7 @@ class TestChunks:
         ids=["skip", "repeat-0", "n-changed", "other-id", "other-series-start"],
     )
     def test_out_of_order_or_interleaved_resets(self, second: tuple[int, int, int]) -> None:
-        asm = ChunkAssembler(max_chunks=10, max_chars=100)
+        asm = ChunkAssembler(max_chunks=10, max_bytes=100)
         assert asm.add(chunk(1, 0, 3, "a")) is None
         assert asm.partial
         with pytest.raises(ProtocolError) as info:
@@ -788,8 +801,53 @@ class TestChunks:
             asm.add(chunk(1, 1, 3, "b"))
 
     def test_reset_discards_partial(self) -> None:
-        asm = ChunkAssembler(max_chunks=10, max_chars=100)
+        asm = ChunkAssembler(max_chunks=10, max_bytes=100)
         asm.add(chunk(1, 0, 2, "ab"))
         asm.reset()
         assert not asm.partial
         assert [asm.add(chunk(1, i, 2, "cd")) for i in range(2)] == [None, "cdcd"]
+
+
+def test_article_handshake_gets_the_1_1_defaults() -> None:
+    frame = parse_frame('{"type":"handshake","token":"xxx"}')
+    assert (frame["v"], frame["session"], frame["last_seen"]) == (1, None, 0)
+    with pytest.raises(ProtocolError) as info:
+        parse_frame('{"type":"handshake","v":2}')
+    assert info.value.code == "version"
+
+
+@pytest.mark.parametrize("value", [2**53, -1])
+def test_top_level_integers_outside_2_53_are_refused(value: int) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_frame(json.dumps({"type": "ack", "upto": value}))
+    assert info.value.code == "bad_envelope" and "2**53" in info.value.reason
+
+
+def test_duplicate_keys_refused_in_the_top_level_even_on_the_fast_path() -> None:
+    # The fast path splits after "d"; a duplicate hidden there must still be refused.
+    sneaky = b'{"d":1,"id":3,"d":2,"id":5,"ts":1,"type":"msg","v":1,"z":0}'
+    with pytest.raises(ProtocolError):
+        parse_frame(sneaky)
+    with pytest.raises(ProtocolError):
+        parse_frame(b'{"d":1,"id":3,"ts":1,"type":"msg","type":"ack","v":1,"z":0}')
+
+
+def test_signature_is_bound_to_the_session() -> None:
+    text = encode_msg(1, payload_text({"pay": 1}, canonical=True), ts=TS, secret=SECRET,
+                      session="session-A")
+    frame = parse_frame(text.encode())
+    verify_msg(frame, SECRET, now_ms=TS, session="session-A", raw=text.encode())
+    with pytest.raises(ProtocolError) as info:  # a capture replayed into another session
+        verify_msg(frame, SECRET, now_ms=TS, session="session-B", raw=text.encode())
+    assert info.value.code == "bad_signature"
+
+
+def test_signatures_follow_rfc8785_number_formatting() -> None:
+    import rfc8785
+
+    payload = {"small": 1e-7, "big": 1e21, "whole": 1.0, "k€": "v", "k😀": 1, "kﬀ": 2}
+    text = payload_text(payload, canonical=True)
+    assert text.encode() == rfc8785.dumps(payload)
+    assert '"small":1e-7' in text and '"big":1e+21' in text and '"whole":1' in text
+    with pytest.raises(ValueError, match="2\\*\\*53"):
+        payload_text({"n": 2**60}, canonical=True)

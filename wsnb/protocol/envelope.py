@@ -259,7 +259,7 @@ _STRICT = json.JSONDecoder(object_pairs_hook=_top_level_once, parse_constant=_re
 
 def _as_text(raw: str | bytes) -> str:
     try:
-        return raw.decode("utf-8") if isinstance(raw, (bytes, bytearray, memoryview)) \
+        return bytes(raw).decode("utf-8") if isinstance(raw, (bytes, bytearray, memoryview)) \
             else raw
     except UnicodeDecodeError as exc:
         raise ProtocolError("bad_json", f"not UTF-8: {exc.reason} at byte {exc.start}") from None
@@ -405,7 +405,7 @@ def _check_handshake(frame: dict[str, Any]) -> None:
 _S_FIELD = re.compile(rb',"s":"[0-9a-f]{64}"')
 
 
-def verify_msg(frame: dict[str, Any], secret: bytes, *, session: str, now_ms: int,
+def verify_msg(frame: dict[str, Any], secret: bytes, *, now_ms: int, session: str = "",
                replay_window_ms: int = 300_000, raw: bytes | None = None) -> None:
     """Check a ``msg`` frame's signature (bound to `session`) and freshness.
 
@@ -490,7 +490,7 @@ def iter_chunks(text: str, id: int, slice_size: int) -> Iterator[str]:
     Python strings index code points, so a slice never splits a surrogate pair.
     """
     if slice_size < 1:
-        raise ValueError(f"slice_size must be >= 1, got {slice_size}")
+        raise ValueError(f"chunk_size (code points per slice) must be >= 1, got {slice_size}")
     n = -(-len(text) // slice_size)
     for i in range(n):
         yield chunk_frame(id, i, n, text[i * slice_size:(i + 1) * slice_size])
@@ -517,9 +517,9 @@ class ChunkAssembler:
         self._bytes = 0
 
     @property
-    def partial(self) -> int | None:
-        """The id of the series being joined, or None."""
-        return self._id
+    def partial(self) -> bool:
+        """Whether a series is being joined."""
+        return self._id is not None
 
     def reset(self) -> None:
         """Discard a partial series (the connection closed)."""
