@@ -92,7 +92,7 @@ class TestReconnectPolicy:
         assert p.attempt == 0  # stopping is not an attempt
 
     def test_no_reconnect_set_matches_protocol(self) -> None:
-        assert frozenset({1000, 1008, 4401}) == NO_RECONNECT
+        assert frozenset({1000, 1008, 1015, 4401}) == NO_RECONNECT
 
     @pytest.mark.parametrize("code", [None, 1001, 1006, 1009, 1011, 1012, 4408])
     def test_reconnect_codes_back_off(self, code: int | None) -> None:

@@ -239,19 +239,19 @@ def expect_only_protocol_errors(payload: str | bytes, asm: ChunkAssembler) -> No
 @FUZZ
 @given(st.one_of(st.text(), st.text(st.characters(exclude_categories=()))))  # + lone surrogates
 def test_arbitrary_text(text: str) -> None:
-    expect_only_protocol_errors(text, ChunkAssembler(max_chunks=8, max_chars=64))
+    expect_only_protocol_errors(text, ChunkAssembler(max_chunks=8, max_bytes=64))
 
 
 @FUZZ
 @given(st.binary())
 def test_arbitrary_bytes(raw: bytes) -> None:
-    expect_only_protocol_errors(raw, ChunkAssembler(max_chunks=8, max_chars=64))
+    expect_only_protocol_errors(raw, ChunkAssembler(max_chunks=8, max_bytes=64))
 
 
 @FUZZ
 @given(frame_texts())
 def test_json_shaped_frames(text: str | bytes) -> None:
-    expect_only_protocol_errors(text, ChunkAssembler(max_chunks=4, max_chars=200))
+    expect_only_protocol_errors(text, ChunkAssembler(max_chunks=4, max_bytes=200))
 
 
 _CHUNK_PAYLOAD = st.one_of(  # cheaper than json_values: the content matters little here
@@ -302,7 +302,7 @@ def chunk_series(draw: st.DrawFn) -> list[str]:
 @given(st.lists(chunk_series(), min_size=1, max_size=2),
        st.integers(2, 12), st.integers(10, 400))
 def test_chunk_series(series: list[list[str]], max_chunks: int, max_chars: int) -> None:
-    asm = ChunkAssembler(max_chunks=max_chunks, max_chars=max_chars)
+    asm = ChunkAssembler(max_chunks=max_chunks, max_bytes=max_chars)
     for frames in series:
         for text in frames:
             expect_only_protocol_errors(text, asm)

@@ -12,7 +12,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wsnb.errors import ProtocolError
-from wsnb.protocol.session import Outgoing, Receiver, Sender
+from wsnb.protocol.session import AckViolation, Outgoing, Sender
+from wsnb.protocol.session import Receiver as CoreReceiver
+
+
+class Receiver(CoreReceiver):
+    """The core receiver with an application that takes everything at once:
+    `accept` and `skip` return what became deliverable (as `take` hands it out)."""
+
+    def accept(self, id: int, payload: Any, now: float,  # type: ignore[override]
+               size: int = 0) -> list[tuple[int, Any]]:
+        super().accept(id, payload, now, size)
+        return self.take(now)
+
+    def skip(self, id: int, now: float = 0.0) -> list[tuple[int, Any]]:  # type: ignore[override]
+        super().skip(id)
+        return self.take(now)
 
 
 def ids(outs: Any) -> list[int]:
@@ -91,8 +106,21 @@ class TestSender:
         s = Sender()
         fill(s, 2)
         write_all(s)
-        assert s.ack(id=99) == [] and s.ack(id=0) == [] and s.ack() == []
+        assert s.ack(id=0) == [] and s.ack() == []
         assert s.pending == 2 and s.held_bytes == 4
+
+    def test_ack_above_what_was_written_is_a_violation_resolving_nothing(self) -> None:
+        s = Sender()
+        fill(s, 3)
+        s.written(s.take(), 1.0)  # type: ignore[arg-type]
+        for claim in ({"id": 99}, {"upto": 2}, {"upto": 1_000_000}):
+            with pytest.raises(AckViolation):
+                s.ack(**claim)
+        with pytest.raises(AckViolation):
+            s.resume(1_000_000)
+        with pytest.raises(AckViolation):
+            s.nack(3)
+        assert s.pending == 3 and list(s.inflight) == [1] and ids(s.unsent) == [2, 3]
 
     def test_ack_twice(self) -> None:
         s = Sender()
@@ -109,7 +137,7 @@ class TestSender:
         assert ids(s.ack(upto=3)) == [1, 2, 3]
         assert list(s.inflight) == [4, 5]
         assert ids(s.ack(upto=3)) == []
-        assert ids(s.ack(upto=100)) == [4, 5]
+        assert ids(s.ack(upto=5)) == [4, 5]
         assert s.pending == 0 and s.held_bytes == 0
 
     def test_ack_upto_below_everything(self) -> None:
@@ -122,9 +150,9 @@ class TestSender:
     def test_ack_upto_does_not_touch_unwritten_before_reconnect(self) -> None:
         s = Sender()
         fill(s, 4)
-        s.written(s.take(), 1.0)  # type: ignore[arg-type]
-        # ids 2..4 were never written; an ack for them would be a peer bug,
-        # but acks after a reconnect may cover messages back in the outbox.
+        for _ in range(3):
+            s.written(s.take(), 1.0)  # type: ignore[arg-type]
+        s.requeue()  # a reconnect: acks may now cover messages back in the outbox
         assert ids(s.ack(upto=3)) == [1, 2, 3]
         assert ids(s.unsent) == [4]
 
@@ -197,7 +225,7 @@ class TestSender:
     def test_nack_unsent(self) -> None:
         s = Sender()
         fill(s, 3)
-        out = s.nack(2)
+        out = s.forget(2)
         assert out is not None and out.id == 2
         assert ids(s.unsent) == [1, 3]
         assert s.held_bytes == 4
@@ -205,7 +233,7 @@ class TestSender:
     def test_nack_unknown(self) -> None:
         s = Sender()
         fill(s, 1)
-        assert s.nack(5) is None
+        assert s.forget(5) is None
         assert s.pending == 1 and s.held_bytes == 2
 
     def test_requeue_puts_inflight_first_in_id_order(self) -> None:
@@ -266,7 +294,8 @@ class TestSender:
     def test_resume_everything_acked(self) -> None:
         s = Sender()
         fill(s, 3)
-        s.written(s.take(), 1.0)  # type: ignore[arg-type]
+        for _ in range(3):
+            s.written(s.take(), 1.0)  # type: ignore[arg-type]
         assert ids(s.resume(3)) == [1, 2, 3]
         assert s.pending == 0 and s.held_bytes == 0
 
@@ -636,9 +665,6 @@ def test_model_smoke_lossy_run() -> None:
 
 
 def test_reorder_buffer_is_bounded_in_bytes() -> None:
-    from wsnb.errors import ProtocolError
-    from wsnb.protocol.session import Receiver
-
     receiver = Receiver(max_held_bytes=1000)
     receiver.accept(2, "a", 0.0, size=600)
     with pytest.raises(ProtocolError, match="reorder buffer full"):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from wsnb.protocol.close import CloseRule
+from wsnb.protocol.close import CLOSE_RULES, CloseRule, close_rule
+
+#: Close codes after which the client does not reconnect (from the close-code table).
+NO_RECONNECT = frozenset(code for code, rule in CLOSE_RULES.items() if not rule.reconnect)
 
 
 @dataclass(frozen=True)
@@ -54,12 +57,15 @@ class ReconnectPolicy:
     def on_ready(self, now: float) -> None:
         self._ready_since = now
 
-    def on_close(self, rule: CloseRule, now: float, hint_s: float | None = None) -> float | None:
+    def on_close(self, rule: CloseRule | int | None, now: float,
+                 hint_s: float | None = None) -> float | None:
         """Seconds to wait before the next attempt, or None to stop for good.
 
         `rule` comes from `wsnb.protocol.close`; a ``retry after N s`` hint
         (4429) is a floor, and so is the cap for 1013 or a 4429 without a hint.
         """
+        if not isinstance(rule, CloseRule):
+            rule = close_rule(rule)
         if self._ready_since is not None and now - self._ready_since >= self.backoff.cap:
             self.attempt = 0
         self._ready_since = None
@@ -69,8 +75,6 @@ class ReconnectPolicy:
             return None
         wait = self.backoff.delay(self.attempt, self.rng)
         self.attempt += 1
-        if hint_s is not None:
-            return max(wait, hint_s)
         if rule.wait_cap:
-            return max(wait, self.backoff.cap)
+            return max(wait, hint_s if hint_s is not None else self.backoff.cap)
         return wait
