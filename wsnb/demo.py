@@ -10,7 +10,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from wsnb.client import Client
-from wsnb.loop import _running_loop, background_loop
+from wsnb.loop import background_loop
 from wsnb.protocol.backoff import Backoff
 from wsnb.proxy import FaultProxy
 from wsnb.server import Server
@@ -36,7 +36,11 @@ def demo(connect: bool = False, *, token: str = "demo", heartbeat_ms: int = 1000
     from wsnb.widgets.dashboard import Dashboard  # ipywidgets only when a dashboard is made
 
     loop = background_loop()
-    if _running_loop() is loop:
+    try:
+        on_loop = asyncio.get_running_loop() is loop
+    except RuntimeError:  # no loop runs in this thread
+        on_loop = False
+    if on_loop:
         raise RuntimeError("demo() blocks: call it from sync code or a cell, not the wsnb loop")
 
     def wait(coro: object) -> object:

@@ -351,6 +351,16 @@ class FaultProxy:
         """Bytes written onward so far, both directions, all connections."""
         return self._bytes_forwarded
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop this proxy runs on (panels schedule their commands there)."""
+        return self._loop
+
+    @property
+    def timeline(self) -> Timeline | None:
+        """Where the fault methods record their ``"chaos"`` events (None: nowhere)."""
+        return self._timeline
+
     # -------------------------------------------------------------- lifecycle
 
     @on_own_loop

@@ -67,9 +67,9 @@ def test_reorder_toggle(connected: wsnb.Dashboard) -> None:
     chaos.buttons["reorder"].value = True
     wait_for(lambda: chaos.actions == 1)
     assert server.workers == 4 and server.process_delay is not None
-    assert all(s.link.workers == 4 for s in server.sessions.values())
+    assert all(s.link.conn.defer_processing for s in server.sessions.values() if s.link)
     assert chaos_details(connected)[0].startswith("reorder on")
-    connected.proxy.cut()  # reorder applies from the next connection
+    connected.proxy.cut()  # a new connection gets the same settings
     wait_for(lambda: connected.client.reconnects >= 1 and connected.client.ready)
     connected.send_panel.times.value = 30
     connected.send_panel.send()
@@ -78,7 +78,41 @@ def test_reorder_toggle(connected: wsnb.Dashboard) -> None:
     chaos.reorder(False)
     wait_for(lambda: chaos.actions == 2)
     assert server.workers == 0 and server.process_delay is None
+    assert not any(s.link.conn.defer_processing for s in server.sessions.values() if s.link)
     assert not chaos.buttons["reorder"].value
+
+
+def test_reorder_toggle_on_a_live_link_does_not_stall(connected: wsnb.Dashboard) -> None:
+    """Toggling reorder acts on the live connection at once: sends are acked, in order,
+    with no reconnect (it used to stall until one)."""
+    chaos, client, server = connected.chaos_panel, connected.client, connected.server
+    reconnects = client.reconnects
+
+    def live_deferring() -> list[bool]:
+        return [s.link.conn.defer_processing for s in server.sessions.values() if s.link]
+
+    async def send(first: int, n: int) -> list[wsnb.Receipt]:
+        return [await client.send({"n": i}) for i in range(first, first + n)]
+
+    async def acked(receipts: list[wsnb.Receipt]) -> list[str]:
+        return [(await r.wait(3)).state for r in receipts]
+
+    chaos.buttons["reorder"].value = True
+    wait_for(lambda: chaos.actions == 1, what="reorder on applied")
+    assert live_deferring() == [True]  # on the live link, not from the next connection
+    assert run(acked(run(send(0, 20)))) == ["acked"] * 20
+    in_flight = run(send(20, 30))
+    chaos.buttons["reorder"].value = False  # while messages are being processed
+    wait_for(lambda: chaos.actions == 2, what="reorder off applied")
+    assert live_deferring() == [False]
+    assert run(acked(in_flight + run(send(50, 5)))) == ["acked"] * 35
+    in_flight = run(send(55, 30))
+    chaos.buttons["reorder"].value = True  # and on again mid-stream
+    wait_for(lambda: chaos.actions == 3, what="reorder on again")
+    assert run(acked(in_flight + run(send(85, 5)))) == ["acked"] * 35
+    assert server.delivered == [{"n": i} for i in range(90)]  # once each, in order
+    assert client.reconnects == reconnects and client.ready
+    assert chaos.error == ""
 
 
 def test_errors_show_in_the_panel(connected: wsnb.Dashboard) -> None:

@@ -104,3 +104,35 @@ def test_static_fallback_has_text_and_html(connected: wsnb.Dashboard) -> None:
     assert "[OPEN] [READY]" in bundle["text/plain"]
     assert "wsnb-state-OPEN" in bundle["text/html"]
     assert "demo" not in bundle["text/plain"]  # the token never shows
+
+
+def test_negotiated_subprotocol_is_shown() -> None:
+    from websockets.asyncio.server import serve as ws_serve
+
+    async def echo(ws) -> None:  # type: ignore[no-untyped-def]
+        async for message in ws:
+            await ws.send(message)
+
+    async def start():  # type: ignore[no-untyped-def]
+        return await ws_serve(echo, "127.0.0.1", 0, subprotocols=["chat.v1"])
+
+    plain = run(start())
+    port = plain.sockets[0].getsockname()[1]
+    # raw_ping_interval=None: this test is about the panel, not raw-mode pings.
+    client = wsnb.Client(f"ws://127.0.0.1:{port}", protocol="raw", subprotocols=["chat.v1"],
+                         raw_ping_interval=None, backoff=FAST)
+    panel = ConnectionPanel(client)
+    try:
+        assert panel.subprotocol is None and "subprotocol" not in panel.status.value
+        panel.connect()
+        wait_for(lambda: panel.state == "OPEN", what="OPEN")
+        wait_for(lambda: panel.subprotocol == "chat.v1", what="subprotocol shown")
+        assert client.subprotocol == "chat.v1"
+        assert "subprotocol chat.v1" in panel.status.value
+        assert "subprotocol chat.v1" in panel.text_summary()
+        assert client.reconnects == 0
+    finally:
+        panel.close()
+        run(client.close())
+        plain.close()
+        run(plain.wait_closed())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +20,7 @@ REORDER_DELAY = (0.0, 0.05)
 
 
 async def _call(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run a sync fault method on the loop (so the kernel thread never blocks on it)."""
+    """Run a sync fault/server method on its loop (so the kernel thread never blocks on it)."""
     return fn(*args)
 
 
@@ -31,9 +30,9 @@ class ChaosPanel(Panel):
 
     Each action is recorded on `timeline` as a ``chaos`` event (unless the
     proxy or server already records it there). Reorder gives the server
-    `REORDER_WORKERS` workers with a random processing delay, so messages are
-    processed out of order and reordered before delivery; it applies to
-    connections made after it is switched (cut the link to see it).
+    `REORDER_WORKERS` workers with a random processing delay
+    (``server.set_processing``), so messages are processed out of order and
+    reordered before delivery; it takes effect on live connections at once.
     """
 
     last_action = traitlets.Unicode("")
@@ -44,7 +43,7 @@ class ChaosPanel(Panel):
         owner = proxy if proxy is not None else server
         if owner is None:
             raise ValueError("ChaosPanel needs a server, a proxy, or both")
-        super().__init__(timeline=timeline, loop=owner._loop, **kwargs)
+        super().__init__(timeline=timeline, loop=owner.loop, **kwargs)
         self.server = server
         self.proxy = proxy
         self.timeline = timeline
@@ -70,7 +69,7 @@ class ChaosPanel(Panel):
         if server is not None:
             reorder = widgets.ToggleButton(
                 value=bool(server.workers), description="reorder", icon="random",
-                tooltip="server processes messages out of order (from the next connection)")
+                tooltip="server processes messages out of order (reordered before delivery)")
             reorder.add_class("wsnb-chaos-reorder")
             reorder.observe(lambda ch: self.reorder(bool(ch["new"])), "value")
             self.buttons["reorder"] = reorder
@@ -102,8 +101,8 @@ class ChaosPanel(Panel):
     def _proxy_action(self, detail: str, fn: Callable[..., Any], *args: Any) -> None:
         proxy = self._need("proxy")
         self.clear_error()
-        self.command(_call(fn, *args), detail, loop=proxy._loop,
-                     done=lambda _: self._record(detail, already_there=proxy._timeline))
+        self.command(_call(fn, *args), detail, loop=proxy.loop,
+                     done=lambda _: self._record(detail, already_there=proxy.timeline))
 
     def _need(self, what: str) -> Any:
         obj = getattr(self, what)
@@ -140,7 +139,7 @@ class ChaosPanel(Panel):
         detail = f"server restart (keep_sessions={keep_sessions})"
         self.status.value = "<span>restarting the server…</span>"
         self.command(server.restart(keep_sessions=keep_sessions), "server restart",
-                     loop=server._loop,
+                     loop=server.loop,
                      done=lambda _: self._record(detail, already_there=server.timeline))
 
     def reorder(self, on: bool = True) -> None:
@@ -154,17 +153,9 @@ class ChaosPanel(Panel):
         workers = REORDER_WORKERS if on else 0
         delay = REORDER_DELAY if on else None
         detail = (f"reorder on: {workers} workers, {delay[0] * 1000:g}–{delay[1] * 1000:g} ms "
-                  "processing delay (from the next connection)" if delay else "reorder off")
-
-        async def apply() -> None:
-            server.workers = workers
-            server.process_delay = delay
-            for session in list(server.sessions.values()):
-                session.link.workers = workers
-                session.link.process_delay = (
-                    (lambda lo=delay[0], hi=delay[1]: random.uniform(lo, hi)) if delay else None)
-
-        self.command(apply(), "reorder", loop=server._loop,
+                  "processing delay" if delay else "reorder off")
+        # On the server's loop: set_processing changes its live connections.
+        self.command(_call(server.set_processing, workers, delay), "reorder", loop=server.loop,
                      done=lambda _: self._record(detail, already_there=None))
 
     def text_summary(self) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import ipywidgets as widgets
 import traitlets
 
-from wsnb._secret import masked_url, optional_secret
+from wsnb._secret import masked_url
 from wsnb.client import Client, ReadyState, check_url
 from wsnb.widgets._base import Panel, esc
 
@@ -39,7 +39,8 @@ class ConnectionPanel(Panel):
     """Drive one `Client`: URL, token (masked), Connect / Disconnect, and watch its state.
 
     Observes ``client.ready_state``, ``ready``, ``attempt``, ``reconnects``,
-    ``next_retry_in``, ``close_text`` and ``last_error``; commands are
+    ``next_retry_in``, ``subprotocol`` (the one the server selected),
+    ``close_text`` and ``last_error``; commands are
     ``client.connect()`` and ``client.close()`` run on the client's loop.
     A token typed here is handed to the client on Connect and then cleared
     from the field (so it never lands in saved widget state); the URL field
@@ -51,17 +52,18 @@ class ConnectionPanel(Panel):
     attempt = traitlets.Int(0)
     reconnects = traitlets.Int(0)
     next_retry_in = traitlets.Float(None, allow_none=True)
+    subprotocol = traitlets.Unicode(None, allow_none=True)
     close_text = traitlets.Unicode("not closed")
     last_error = traitlets.Unicode("")
 
     def __init__(self, client: Client, *, connect_timeout: float | None = 30.0,
                  **kwargs: Any) -> None:
-        super().__init__(timeline=client.timeline, loop=client._loop, **kwargs)
+        super().__init__(timeline=client.timeline, loop=client.loop, **kwargs)
         self.client = client
         self.connect_timeout = connect_timeout
         self.url = widgets.Text(value=masked_url(client.url), description="URL",
                                 layout=widgets.Layout(width="100%"))
-        has_token = getattr(client, "_token", None) is not None
+        has_token = client.has_token
         self.token = widgets.Password(
             value="", description="token",
             placeholder="(set; type to replace)" if has_token else "(none)",
@@ -106,7 +108,7 @@ class ConnectionPanel(Panel):
             if self.token.value:
                 if client.ready_state != ReadyState.CLOSED:
                     raise ValueError("disconnect before changing the token")
-                client._token = optional_secret(self.token.value)
+                client.set_token(self.token.value)
                 self.token.value = ""
                 self.token.placeholder = "(set; type to replace)"
         except (TypeError, ValueError) as exc:
@@ -124,8 +126,8 @@ class ConnectionPanel(Panel):
     def _key(self) -> Hashable:
         c = self.client
         retry = c.next_retry_in
-        return (c.ready_state, c.ready, c.attempt, c.reconnects, c.close_code, c.close_reason,
-                c.last_error, None if retry is None else round(retry, 1))
+        return (c.ready_state, c.ready, c.attempt, c.reconnects, c.subprotocol, c.close_code,
+                c.close_reason, c.last_error, None if retry is None else round(retry, 1))
 
     def _redraw(self) -> None:
         c = self.client
@@ -133,6 +135,7 @@ class ConnectionPanel(Panel):
         self.attempt = c.attempt
         self.reconnects = c.reconnects
         self.next_retry_in = c.next_retry_in
+        self.subprotocol = c.subprotocol
         self.close_text = c.close_text
         self.last_error = c.last_error
         self.badge.value = badge_html(state, ready)
@@ -143,8 +146,10 @@ class ConnectionPanel(Panel):
         self.disconnect_button.disabled = c.ready_state == ReadyState.CLOSED and not self.ready
 
     def status_text(self) -> str:
-        """Reconnects, attempt, retry countdown, last close and last error in words."""
+        """Reconnects, attempt, subprotocol, retry countdown, last close and error in words."""
         parts = [f"reconnects {self.reconnects}", f"attempt {self.attempt}"]
+        if self.subprotocol:
+            parts.append(f"subprotocol {self.subprotocol}")
         if self.next_retry_in is not None:
             parts.append(f"next retry in {self.next_retry_in:.1f} s")
         parts.append(f"last close: {self.close_text}")

@@ -8,7 +8,6 @@ from typing import Any
 import ipywidgets as widgets
 
 from wsnb.client import Client
-from wsnb.loop import _running_loop
 from wsnb.proxy import FaultProxy
 from wsnb.server import Server
 from wsnb.widgets._base import Panel, close_tree
@@ -16,6 +15,13 @@ from wsnb.widgets.chaos import ChaosPanel
 from wsnb.widgets.connection import ConnectionPanel
 from wsnb.widgets.send import SendPanel
 from wsnb.widgets.timeline_panel import TimelinePanel
+
+
+def _running_on(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:  # no loop runs in this thread
+        return False
 
 
 class Dashboard(Panel):
@@ -27,7 +33,7 @@ class Dashboard(Panel):
 
     def __init__(self, client: Client, server: Server | None = None,
                  proxy: FaultProxy | None = None, **kwargs: Any) -> None:
-        super().__init__(timeline=client.timeline, loop=client._loop, **kwargs)
+        super().__init__(timeline=client.timeline, loop=client.loop, **kwargs)
         self.client = client
         self.server = server
         self.proxy = proxy
@@ -64,9 +70,9 @@ class Dashboard(Panel):
         for obj in (self.client, self.proxy, self.server):
             if obj is None:
                 continue
-            if _running_loop() is obj._loop:
+            if _running_on(obj.loop):
                 raise RuntimeError("shutdown() blocks: call it from a cell, not the wsnb loop")
-            asyncio.run_coroutine_threadsafe(obj.close(), obj._loop).result(timeout)
+            asyncio.run_coroutine_threadsafe(obj.close(), obj.loop).result(timeout)
 
     def text_summary(self) -> str:
         return "\n".join(p.text_summary() for p in self.panels)

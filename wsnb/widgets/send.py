@@ -95,7 +95,7 @@ class SendPanel(Panel):
     sending = traitlets.Bool(False)
 
     def __init__(self, client: Client, *, payload: str = DEFAULT_PAYLOAD, **kwargs: Any) -> None:
-        super().__init__(timeline=client.timeline, loop=client._loop, **kwargs)
+        super().__init__(timeline=client.timeline, loop=client.loop, **kwargs)
         self.client = client
         self.receipts: list[Receipt] = []
         self.editor = widgets.Textarea(value=payload, placeholder='{"hello": "world"}',

@@ -66,7 +66,7 @@ class TimelinePanel(Panel):
 
     def __init__(self, client: Client, *, rows: int = 15, sequence_events: int = 40,
                  latency_points: int = 200, **kwargs: Any) -> None:
-        super().__init__(timeline=client.timeline, loop=client._loop, **kwargs)
+        super().__init__(timeline=client.timeline, loop=client.loop, **kwargs)
         self.client = client
         self.rows = rows
         self.sequence_events = sequence_events
