@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 
+import time
+
 import pytest
 
 import wsnb
@@ -58,9 +60,12 @@ async def test_wss_verifies_certificates(tls, make_client) -> None:
         await trusted.connect(timeout=5)
         await (await trusted.send({"tls": True})).wait(5)
         untrusted = make_client(srv.url)  # default context: the test CA is unknown
-        with pytest.raises(TimeoutError, match="certificate verif"):
-            await untrusted.connect(timeout=0.5)
-        assert "certificate verif" in untrusted.last_error
+        started = time.monotonic()
+        with pytest.raises(wsnb.NotOpen, match="not fixed by retrying") as info:
+            await untrusted.connect(timeout=30)  # fails fast: no retry loop on a bad cert
+        assert time.monotonic() - started < 5 and untrusted.reconnects == 0
+        assert "certificate" in str(info.value) and "ssl=" in str(info.value)
+        assert "not trusted" in untrusted.last_error
     with pytest.raises(ValueError, match="only for wss://"):
         wsnb.Client("ws://127.0.0.1:1", ssl=client_ctx)
 
@@ -201,7 +206,7 @@ async def test_no_reconnect_after_final_close_codes(server, make_client, code) -
     client = make_client(server.url)
     await client.connect(timeout=5)
     for ws in list(server.connections):
-        await ws.close(code, "bye")
+        ws.close(code, "bye")
     await client.wait_until(lambda c: c.ready_state == ReadyState.CLOSED
                             and c.next_retry_at is None and c._task.done(), timeout=5)
     assert client.close_code == code and client.reconnects == 0
@@ -211,7 +216,7 @@ async def test_reconnects_after_going_away(server, make_client) -> None:
     client = make_client(server.url)
     await client.connect(timeout=5)
     for ws in list(server.connections):
-        await ws.close(1001, "going away")
+        ws.close(1001, "going away")
     await client.wait_until(lambda c: c.reconnects >= 1 and c.ready, timeout=5)
     assert client.close_code == 1001
 

@@ -49,9 +49,11 @@ async def next_frame(ws, kinds: tuple[str, ...], timeout: float = 5.0) -> dict:
     return await asyncio.wait_for(read(), timeout)
 
 
-def msg(id: int, d: object, secret: bytes | None = None, ts: int | None = None) -> str:
+def msg(id: int, d: object, secret: bytes | None = None, ts: int | None = None,
+        session: str = "") -> str:
     ts = int(time.time() * 1000) if ts is None else ts
-    return envelope.encode_msg(id, envelope.payload_text(d), ts=ts, secret=secret)
+    return envelope.encode_msg(id, envelope.payload_text(d, canonical=secret is not None),
+                               ts=ts, secret=secret, session=session)
 
 
 async def test_workers_reorder_before_delivery(make_client) -> None:
@@ -99,8 +101,8 @@ async def test_malformed_frames_get_answers_and_the_connection_survives(server) 
         assert (await next_frame(ws, ("nack",)))["code"] == "bad_envelope"
         await ws.send("[" * 100_000)
         assert (await next_frame(ws, ("error",)))["code"] == "bad_json"
-        await ws.send(b"\xff\xfe binary garbage")
-        assert (await next_frame(ws, ("error",)))["code"] == "bad_json"
+        await ws.send(b"\xff\xfe binary garbage")  # binary frames are not wsnb frames
+        assert (await next_frame(ws, ("error",)))["code"] == "bad_envelope"
         await ws.send(msg(3, {"ok": True}))
         assert (await ack_upto(ws, 3))["upto"] == 3  # 1 and 2 were nacked: consumed
         assert server.delivered == [{"ok": True}]
@@ -149,23 +151,27 @@ async def test_bad_token_closes_with_4401(server) -> None:
 async def test_signatures_and_replay_window() -> None:
     secret = b"k3y"
     async with wsnb.Server(port=0, token="demo", secret=secret) as srv:
-        ws, _ = await open_session(srv.url)
+        ws, hello = await open_session(srv.url)
+        sid = hello["session"]
         async with ws:
             await ws.send(msg(1, "unsigned"))
             nack = await next_frame(ws, ("nack",))
             assert (nack["id"], nack["code"]) == (1, "bad_signature")
-            good = json.loads(msg(2, "signed", secret))
+            good = json.loads(msg(2, "signed", secret, session=sid))
             good["d"] = "tampered"
             await ws.send(json.dumps(good))
             assert (await next_frame(ws, ("nack",)))["code"] == "bad_signature"
-            old = msg(3, "stale", secret, ts=int(time.time() * 1000) - 400_000)
+            old = msg(3, "stale", secret, ts=int(time.time() * 1000) - 400_000, session=sid)
             await ws.send(old)
             nack = await next_frame(ws, ("nack",))
             assert nack["reason"] == "outside replay window"
-            await ws.send(msg(4, "fresh", secret))
-            assert (await ack_upto(ws, 4))["upto"] == 4
-            await ws.send(msg(4, "fresh", secret))  # a replay: acked again, not delivered
-            assert (await next_frame(ws, ("ack",)))["upto"] == 4
+            await ws.send(msg(5, "other session", secret, session="someone-else"))
+            nack = await next_frame(ws, ("nack",))  # a capture replayed across sessions
+            assert (nack["id"], nack["code"]) == (5, "bad_signature")
+            await ws.send(msg(4, "fresh", secret, session=sid))
+            assert (await ack_upto(ws, 4))["upto"] == 5  # 5 was nacked: consumed
+            await ws.send(msg(4, "fresh", secret, session=sid))  # a replay: acked again, not delivered
+            assert (await next_frame(ws, ("ack",)))["upto"] == 5
         assert srv.delivered == ["fresh"]
 
 
@@ -224,15 +230,19 @@ async def test_raw_mode_against_a_plain_echo_server(make_client) -> None:
         await client.connect(timeout=5)
         assert client.ready_state == wsnb.ReadyState.OPEN
         receipt = await client.send({"json": [1, 2]})
-        await receipt.wait(5)  # resolves once written: no acks in raw mode
-        assert receipt.state == "acked" and client.pending == 0
+        await receipt.wait(5)  # resolves once written: nothing acks in raw mode
+        assert receipt.state == "written" and client.pending == 0  # never "acked"
         await client.send("plain text")
         await client.send(b"\x00\x01")
-        assert await client.recv(timeout=5) == {"json": [1, 2]}
+        for text in ('"42"', "NaN", '"quoted"', "1.10"):  # raw text reaches the user as sent
+            await client.send(text)
+        assert await client.recv(timeout=5) == '{"json":[1,2]}'
         assert await client.recv(timeout=5) == "plain text"
         assert await client.recv(timeout=5) == b"\x00\x01"
+        assert [await client.recv(timeout=5) for _ in range(4)] == ['"42"', "NaN", '"quoted"',
+                                                                    "1.10"]
         counts = client.timeline.counts()
-        assert counts["written"] == 3 and counts["received"] == 3 and counts["acked"] == 0
+        assert counts["written"] == 7 and counts["received"] == 7 and counts["acked"] == 0
         states = client.timeline.states()["state"].astype(str).tolist()
         assert "OPEN" in states
 

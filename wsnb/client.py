@@ -198,7 +198,7 @@ class Client:
         self._options = Options(
             secret=self._secret.as_bytes() if self._secret else None,
             raw=protocol == "raw", chunk_size=chunk_size, max_size=max_message + 4096,
-            max_message=max_message, send_pings=heartbeat,
+            max_message=max_message, send_pings=heartbeat, watch_dead_link=heartbeat,
             handshake_timeout=handshake_timeout, final_codes=frozenset(final_codes),
             retry_codes=frozenset(retry_codes))
         self.session = Session(Sender(max_outbox, max_outbox_bytes), Receiver(max_held=max_outbox))
@@ -573,6 +573,7 @@ class Client:
         self.resumed = event.resumed
         self.durable = event.durable
         self.server_heartbeat_ms = event.heartbeat_ms
+        self._notify()
 
     async def _supervise(self) -> None:
         policy = ReconnectPolicy(self.backoff, self._rng)
@@ -654,6 +655,7 @@ class Client:
             self.last_error = scrub(str(exc), url)
             self.timeline.record("error", peer=self.name, detail=self.last_error[:200])
             if exc.tls:
+                self.last_error = f"{self.last_error}; {TLS_RULE.words}"
                 return None, self.last_error, TLS_RULE, None
             if exc.status is not None:
                 rule = upgrade_rule(exc.status)

@@ -181,10 +181,12 @@ class WebSocketProtocol(asyncio.Protocol):
             opcode, data = self._fragment_opcode, b"".join(self._fragments)
             self._fragment_opcode, self._fragments = None, []
         elif opcode is Opcode.PONG:
-            handler.on_pong(frame.data)
+            handler.on_pong(bytes(frame.data))
             return
         else:  # PING is answered by websockets itself; CLOSE is handled in connection_lost
             return
+        if type(data) is not bytes:
+            data = bytes(data)
         if opcode is Opcode.TEXT:
             handler.on_text(data)
         else:

@@ -124,6 +124,7 @@ class BrowserSocket:
         self.mode_reason = ""
         self.ready_state: ReadyState | None = None
         self._recorded_state: ReadyState | None = None
+        self._close_called = False
         self.buffered_amount = 0
         self.protocol = ""
         self.extensions = ""
@@ -184,11 +185,23 @@ class BrowserSocket:
         self.page_url = snap.get("url", self.page_url) or self.page_url
         state = ReadyState(int(snap["readyState"]))
         self.ready_state = state
-        if state != self._recorded_state and not quiet:
-            self._recorded_state = state
-            self.timeline.record("state", state=state.name, peer=self.name, detail=detail)
-            if self._view is not None:
-                self._view.ready_state = int(state)
+        if state == self._recorded_state or quiet:
+            return
+        # An event can overtake the reply that carried an earlier state: fill in the
+        # states the socket must have passed through (every socket starts CONNECTING;
+        # close() makes it CLOSING at once) so the rows stay in the browser's order.
+        if self._recorded_state is None and state != ReadyState.CONNECTING:
+            self._record_state(ReadyState.CONNECTING, f"new WebSocket({self.url!r})")
+        if (state == ReadyState.CLOSED and self._close_called
+                and self._recorded_state in (ReadyState.CONNECTING, ReadyState.OPEN)):
+            self._record_state(ReadyState.CLOSING, "close()")
+        self._record_state(state, detail)
+
+    def _record_state(self, state: ReadyState, detail: str) -> None:
+        self._recorded_state = state
+        self.timeline.record("state", state=state.name, peer=self.name, detail=detail)
+        if self._view is not None:
+            self._view.ready_state = int(state)
 
     def _on_event(self, ev: dict[str, Any]) -> None:
         """From any thread: hand a page event to our loop."""
@@ -399,7 +412,12 @@ class BrowserSocket:
     async def close(self, code: int | None = None, reason: str | None = None) -> None:
         """``socket.close(code, reason)`` in the page (its DOMExceptions mapped)."""
         self._need_started("close")
-        snap = await self._call("close", sid=self._sid, code=code, reason=reason)
+        was_called, self._close_called = self._close_called, True
+        try:
+            snap = await self._call("close", sid=self._sid, code=code, reason=reason)
+        except JSError:
+            self._close_called = was_called  # the page threw: readyState did not change
+            raise
         self._apply(snap, f"close({'' if code is None else code}"
                           f"{'' if reason is None else ', ' + repr(reason)})")
 

@@ -63,6 +63,7 @@ class Options:
     replay_window_ms: int = 300_000
     heartbeat_ms: int = 0
     send_pings: bool = True
+    watch_dead_link: bool = True
     handshake_timeout: float = 10.0
     final_codes: frozenset[int] = frozenset()
     retry_codes: frozenset[int] = frozenset()
@@ -483,7 +484,7 @@ class Connection:
     def _start_ready(self) -> None:
         self.phase = Phase.READY
         self._open_deadline = float("inf")
-        if self.heartbeat_ms > 0:
+        if self.heartbeat_ms > 0 and self.options.watch_dead_link:
             self._bound = dead_link_bound(self.heartbeat_ms)
             if self.options.send_pings:
                 self._next_ping = self.now + self.heartbeat_ms / 1000
