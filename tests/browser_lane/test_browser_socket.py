@@ -20,6 +20,7 @@ from wsnb.browser import (
     InvalidAccessError,
     InvalidStateError,
     NotOpened,
+    SyntaxErr,
 )
 from wsnb.client import ReadyState
 from wsnb.protocol import envelope
@@ -151,6 +152,32 @@ async def test_close_with_a_reserved_code_raises_invalid_access_error(
     assert sock.ready_state is ReadyState.OPEN
     await sock.close(4000, "bye")
     assert (await sock.wait_closed()).code == 4000
+
+
+async def test_subprotocol_and_extensions_are_mirrored(make_sock: Make) -> None:
+    from websockets.asyncio.server import serve
+
+    async def handler(ws: Any) -> None:
+        await ws.send(f"protocol={ws.subprotocol}")
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0, subprotocols=["chat.v2"]) as server:
+        port = server.sockets[0].getsockname()[1]
+        sock = make_sock(f"ws://127.0.0.1:{port}/", protocols=["chat.v1", "chat.v2"])
+        await sock.connect()
+        assert sock.protocol == "chat.v2"
+        assert "permessage-deflate" in sock.extensions
+        assert await sock.next_message() == "protocol=chat.v2"
+        await sock.close()
+        await sock.wait_closed()
+
+
+async def test_a_url_the_browser_rejects_raises_its_syntax_error(make_sock: Make) -> None:
+    sock = make_sock("ftp://127.0.0.1/")
+    with pytest.raises(SyntaxErr) as info:
+        await sock.connect()
+    assert info.value.name == "SyntaxError"
+    assert sock.ready_state is None  # no WebSocket was created
 
 
 async def test_timeline_rows_sit_with_the_python_side(echo: EchoServer, make_sock: Make) -> None:

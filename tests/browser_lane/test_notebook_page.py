@@ -1,10 +1,10 @@
-"""BrowserSocket inside a real JupyterLab page: the notebook's own page opens the WebSocket.
+"""BrowserSocket inside a real JupyterLab (and Notebook 7) page: the page opens the WebSocket.
 
-Starts `jupyter lab` on 127.0.0.1 (empty token, temp runtime/config/settings
-dirs) serving a notebook written to tmp_path, opens it in headless Chromium,
-runs its cell, and checks on a plain `websockets` echo server (in a thread) that
-the handshake came from the Lab page: its Origin is the Lab origin, where the
-headless fallback's about:blank page sends ``null``.
+Starts `jupyter lab` (and `jupyter notebook`) on 127.0.0.1 (empty token, temp
+runtime/config/settings dirs) serving a notebook written to tmp_path, opens it in
+headless Chromium, runs its cell, and checks on a plain `websockets` echo server
+(in a thread) that the handshake came from that page: its Origin is the Jupyter
+origin, where the headless fallback's about:blank page sends ``null``.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ CELL = """\
 import json
 from wsnb.browser import BrowserSocket
 
-sock = BrowserSocket("ws://127.0.0.1:{port}/from-lab", name="lab-page")
+sock = BrowserSocket("ws://127.0.0.1:{port}/from-the-page", name="page")
 await sock.connect()
-await sock.send("hello from the Lab page")
+await sock.send("hello from the notebook page")
 reply = await sock.next_message()
 info = await sock.page_info()
 await sock.close(1000, "done")
@@ -57,9 +57,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[str]:
-    """`jupyter lab` on 127.0.0.1 with an empty token, serving tmp_path; yields its base URL."""
+FRONT_ENDS = {  # app, its traitlets class, the notebook's URL path
+    "jupyterlab": ("lab", "LabApp", "lab/tree"),
+    "notebook7": ("notebook", "JupyterNotebookApp", "notebooks"),
+}
+
+
+@pytest.fixture(params=sorted(FRONT_ENDS))
+def front_end(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """`jupyter lab` / `jupyter notebook` (7) on 127.0.0.1 with an empty token, serving
+    tmp_path / "root"; yields (base URL, the notebook's URL path)."""
+    app, app_class, url_path = FRONT_ENDS[request.param]
+    if app == "notebook":
+        pytest.importorskip("notebook", minversion="7", reason="notebook>=7 is not installed")
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} not found")
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -81,21 +91,22 @@ def lab(tmp_path: Path) -> Iterator[str]:
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     env.pop("WSNB_BROWSER", None)
-    log_path = tmp_path / "lab.log"
+    log_path = tmp_path / f"{app}.log"
+    extra = ["--LabApp.news_url=None"] if app == "lab" else []
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
+            [sys.executable, "-m", "jupyter", app, "--no-browser", "--allow-root",
              "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
              "--ServerApp.port_retries=0", "--ServerApp.token=", "--ServerApp.password=",
-             f"--ServerApp.root_dir={root}", f"--LabApp.user_settings_dir={settings}",
-             f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
-             "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None"],
+             f"--ServerApp.root_dir={root}", f"--{app_class}.user_settings_dir={settings}",
+             f"--{app_class}.workspaces_dir={tmp_path / 'workspaces'}",
+             f"--{app_class}.expose_app_in_browser=True", *extra],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
         base = f"http://127.0.0.1:{port}"
 
         def up() -> bool:
             if proc.poll() is not None:
-                pytest.fail(f"jupyter lab exited: {log_path.read_text()[-2000:]}")
+                pytest.fail(f"jupyter {app} exited: {log_path.read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{base}/api/status", timeout=1) as r:
                     return r.status == 200
@@ -103,8 +114,8 @@ def lab(tmp_path: Path) -> Iterator[str]:
                 return False
 
         try:
-            poll(up, 40, "jupyter lab answering")
-            yield base
+            poll(up, 40, f"jupyter {app} answering")
+            yield base, url_path
         finally:
             proc.terminate()
             try:
@@ -115,7 +126,7 @@ def lab(tmp_path: Path) -> Iterator[str]:
 
 
 def notebook_state(page: Any) -> dict[str, Any]:
-    """Kernel status, cells run, cell errors and text outputs, from the exposed Lab app."""
+    """Kernel status, cells run, cell errors and text outputs, from the exposed app."""
     return page.evaluate("""() => {
         const app = window.jupyterapp;
         const nb = app && app.shell.currentWidget;
@@ -134,10 +145,12 @@ def notebook_state(page: Any) -> dict[str, Any]:
     }""")
 
 
-def test_browser_socket_lives_in_the_jupyterlab_page(lab: str, echo_thread: ThreadEcho,
-                                                      tmp_path: Path) -> None:
+def test_browser_socket_lives_in_the_notebook_page(front_end: tuple[str, str],
+                                                   echo_thread: ThreadEcho,
+                                                   tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
+    base, url_path = front_end
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(CELL.format(port=echo_thread.port))]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
@@ -150,7 +163,7 @@ def test_browser_socket_lives_in_the_jupyterlab_page(lab: str, echo_thread: Thre
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         try:
-            page.goto(f"{lab}/lab/tree/lane.ipynb")
+            page.goto(f"{base}/{url_path}/lane.ipynb")
             poll(lambda: notebook_state(page).get("status") == "idle", 60, "kernel idle")
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
@@ -165,17 +178,17 @@ def test_browser_socket_lives_in_the_jupyterlab_page(lab: str, echo_thread: Thre
             page.wait_for_selector(".wsnb-browser-socket[data-ready-state='3']", timeout=10_000)
             status = page.locator(".wsnb-browser-socket").inner_text()
         finally:
-            page.screenshot(path=str(tmp_path / "lab.png"))
+            page.screenshot(path=str(tmp_path / "page.png"))
             browser.close()
 
     result = json.loads(line.removeprefix("RESULT "))
     assert result["mode"] == "page", result
-    assert result["origin"] == lab, result
-    assert result["reply"] == "hello from the Lab page"
+    assert result["origin"] == base, result
+    assert result["reply"] == "hello from the notebook page"
     assert result["close"].startswith("1000 wasClean=true"), result
     assert result["states"][:3] == ["PAGE", "CONNECTING", "OPEN"], result
     assert "CLOSED" in status and "in this page" in status, status
-    # the server saw the Lab page itself: its origin, not the headless fallback's "null"
+    # the server saw the notebook page itself: its origin, not the headless fallback's "null"
     assert len(echo_thread.headers) == 1
-    assert echo_thread.headers[0]["origin"] == lab
-    assert echo_thread.received == ["hello from the Lab page"]
+    assert echo_thread.headers[0]["origin"] == base
+    assert echo_thread.received == ["hello from the notebook page"]
