@@ -12,7 +12,14 @@ Where it lives (the rule, decided once, at the first call that needs the page):
    ``headless=False`` insists on the page and raises instead of falling back.
 3. Anywhere else (a script, pytest, CI): headless Chromium.
 
-When neither is possible, `BrowserUnavailable` names what to install.
+When neither is possible, `BrowserUnavailable` names what to install. ``sock.mode``
+("page" or "headless") and ``sock.mode_reason`` say which was picked and why; the
+timeline gets a ``PAGE`` / ``HEADLESS`` state row too. The render check needs the
+kernel to handle widget messages while a cell awaits (ipykernel 7.4 does); on a
+kernel that does not, build the socket in one cell and connect in the next.
+
+A page (or its view) that goes away takes its socket with it: calls then fail
+with `BrowserError` after ``call_timeout``.
 
 Everything is async: the browser's ``send`` and ``close`` are synchronous, but
 the page that runs them is across a process boundary, so ``await sock.send(x)``
@@ -479,6 +486,8 @@ class BrowserSocket:
         ``until`` keeps capturing after the snippet returned: ``"closed"`` until
         every socket it created has closed, an int until that many console
         lines, a str until a line contains it; `TimeoutError` after ``timeout`` s.
+        The snippet runs with the page's full rights (in a notebook: the Jupyter
+        page itself), like any widget's JavaScript.
         """
         reply = await self._call("run_js", sid=self._sid, snippet=snippet, url=self.url,
                                  protocols=self.protocols, until=until, timeout=timeout)
