@@ -443,6 +443,7 @@ class Server:
                     reason = hint_reason(f"too many messages (over {limit} in {seconds:g} s)",
                                          retry)
                     self.timeline.record("close", peer=link.peer, detail=f"4429 {reason}")
+                    link.pump()  # answers to the frames within the allowance go first
                     link.close(4429, reason)
                 return False
         if self.drop_rate and self._rng.random() < self.drop_rate:

@@ -199,6 +199,7 @@ class WebSocketProtocol(asyncio.Protocol):
         response = self.process_request(ws, request) if self.process_request else None
         if response is None:
             response = ws.accept(request)
+        response.headers["Server"] = "wsnb"
         self.response = response
         ws.send_response(response)
         self._flush()

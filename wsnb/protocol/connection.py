@@ -55,7 +55,7 @@ class Options:
     only) speaks plain frames: no handshake, no acks.
     """
 
-    secret: bytes | None = None
+    secret: bytes | None = field(default=None, repr=False)
     raw: bool = False
     chunk_size: int = 512 * 1024
     max_size: int = 1 << 20
@@ -241,7 +241,7 @@ class Connection:
     options: Options
     session: Session | None
     now: float
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     features: tuple[str, ...] = ("chunk", "z", "upto")
     phase: Phase = Phase.OPENING
     peer_max_size: int = 1 << 20
@@ -619,6 +619,8 @@ class Connection:
         receiver = session.receiver
         if not receiver.ready or self.room == 0:
             return
+        if self.ack_hold:
+            receiver.ack_delay, receiver.ack_every = self.ack_hold, 1 << 30
         taken = receiver.take(self.now, self.room)
         if self.room is not None:
             self.room -= len(taken)
