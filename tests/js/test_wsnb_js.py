@@ -9,6 +9,7 @@ must arrive exactly once and in order. Everything listens on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -16,6 +17,8 @@ import json
 import os
 import shutil
 import subprocess
+import time
+import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -383,7 +386,6 @@ def msg(id: int, d: Any, *, session: str | None = None, ts: int | None = None,
 
 
 def now_ms() -> int:
-    import time
     return int(time.time() * 1000)
 
 
@@ -405,7 +407,6 @@ class Scripted:
         await asyncio.wait_for(self.server.wait_closed(), TIMEOUT)
 
     async def _handle(self, ws: Any) -> None:
-        import time
         self.accepted.put_nowait((ws, time.monotonic()))
         await ws.wait_closed()
 
@@ -576,12 +577,11 @@ async def test_scripted_final_close_fails_pending_at_once(node: str, code: int) 
 
 
 async def test_scripted_4429_waits_for_the_retry_hint(node: str) -> None:
-    import time
     async with Scripted() as server, driven(node, server.url) as client:
         await client.cmd(cmd="connect")
         ws, _, _ = await server.accept()
+        closed_at = time.monotonic()  # before: the client cannot start waiting earlier
         await ws.close(4429, "too many connections; retry after 0.4 s")
-        closed_at = time.monotonic()
         ws2, hello2, accepted_at = await server.accept()
         assert accepted_at - closed_at >= 0.4  # backoff alone is below 0.2 s here
         await ws2.send(handshake_ack("S1"))
@@ -589,7 +589,6 @@ async def test_scripted_4429_waits_for_the_retry_hint(node: str) -> None:
 
 
 async def test_scripted_dead_link_reconnects_and_pings_keep_it_alive(node: str) -> None:
-    import time
     async with Scripted() as server, driven(node, server.url) as client:
         await client.cmd(cmd="connect")
         ws, _, _ = await server.accept()
@@ -618,8 +617,6 @@ def utf16_halves(text: str, unit: int) -> tuple[str, str]:
 
 
 async def test_scripted_chunks_compression_order_and_bad_frames(node: str) -> None:
-    import base64
-    import zlib
     async with Scripted() as server, driven(node, server.url, chunkSize=50) as client:
         await client.cmd(cmd="connect")
         ws, _, _ = await server.accept()

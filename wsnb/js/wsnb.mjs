@@ -706,6 +706,8 @@ export class Client {
         this.stats.written++;
         if (out.writes > 1) this.stats.resent++;
       }
+    } catch (err) { // the socket refused a write: its close event follows
+      this._report(err);
     } finally {
       this._pumping = false;
     }
