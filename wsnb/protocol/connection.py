@@ -770,7 +770,8 @@ class Connection:
             rule = CloseRule(rule.words, reconnect=True)
         session = self.session
         if session is not None and self.attached:
-            if self._series is not None:
+            if self._series is not None:  # half written: resent whole, before later ids
+                session.sender.unsent.appendleft(self._series.message)
                 self._series = None
             session.sender.requeue()
             session.closed_at = now
