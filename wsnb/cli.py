@@ -3,7 +3,7 @@
 ``wsnb serve``     the reference server in the foreground, with a live status line;
 ``wsnb probe URL`` connect once like wscat/websocat and show everything that happened;
 ``wsnb timeline``  print or convert a saved timeline (csv, parquet, HAR);
-``wsnb bench``     benchmarks (`wsnb.bench`);
+``wsnb bench``     benchmarks (runs ``benchmarks/bench.py`` of a checkout);
 ``wsnb doctor``    diagnose a server (`wsnb.doctor`);
 ``wsnb soak``      a bounded chaos soak on loopback: nothing lost, duplicated or reordered.
 
@@ -42,10 +42,18 @@ CHAOS_KEYS = "drop=P (0..1: drop a frame and its TCP connection), reorder=N (N w
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``wsnb`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:
-        from wsnb.bench import main as bench_main
+    if argv[:1] == ["bench"]:  # benchmarks/ is not installed: run it from a checkout
+        import subprocess
 
-        return bench_main(argv[1:])
+        found = [p / "benchmarks" / "bench.py" for p in (Path(__file__).resolve().parents[1],
+                                                          Path.cwd())]
+        found = [p for p in found if p.is_file()]
+        if not found:
+            print("wsnb bench: the benchmarks live in the source tree, not in the installed "
+                  "package; from a checkout run: python benchmarks/bench.py [--quick] "
+                  "[--only ROWS]", file=sys.stderr)
+            return EXIT_USAGE
+        return subprocess.call([sys.executable, str(found[0]), *argv[1:]])
     if argv[:1] == ["doctor"]:
         try:
             from wsnb.doctor import cli_main
