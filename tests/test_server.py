@@ -170,7 +170,7 @@ async def test_signatures_and_replay_window() -> None:
             assert (nack["id"], nack["code"]) == (5, "bad_signature")
             await ws.send(msg(4, "fresh", secret, session=sid))
             assert (await ack_upto(ws, 4))["upto"] == 5  # 5 was nacked: consumed
-            await ws.send(msg(4, "fresh", secret, session=sid))  # a replay: acked again, not delivered
+            await ws.send(msg(4, "fresh", secret, session=sid))  # a replay: acked, not delivered
             assert (await next_frame(ws, ("ack",)))["upto"] == 5
         assert srv.delivered == ["fresh"]
 

@@ -31,6 +31,8 @@ from wsnb.protocol.connection import (
     Event,
     Options,
     Ready,
+)
+from wsnb.protocol.connection import (
     Refused as RefusedEvent,
 )
 from wsnb.protocol.heartbeat import dead_link_bound
@@ -588,13 +590,12 @@ class Client:
                 self.close_code, self.close_reason = code, reason
                 self.timeline.record("close", peer=self.name, detail=describe_close(code, reason)
                                      if code is not None else reason)
+                words = describe_close(code, reason) if code is not None else reason
                 if rule.auth:
-                    self._stop_error = AuthError(f"server refused the credentials: "
-                                                 f"{describe_close(code, reason) if code else reason}")
+                    self._stop_error = AuthError(f"server refused the credentials: {words}")
                 delay = policy.on_close(rule, time.monotonic(), hint)
                 self.attempt = policy.attempt
                 if delay is None:
-                    words = describe_close(code, reason) if code is not None else reason
                     self._fail_held("refused", f"closed for good: {words}",
                                     Refused("closed", words))
                     self._set_state(ReadyState.CLOSED, detail="not reconnecting")

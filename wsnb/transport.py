@@ -158,11 +158,12 @@ class WebSocketProtocol(asyncio.Protocol):
     def _misbehave(self, events: list[Any]) -> None:
         """Withhold automatic pongs, or answer a close by dropping TCP (knobs)."""
         closing = any(isinstance(e, Frame) and e.opcode is Opcode.CLOSE for e in events)
+        pinged = any(isinstance(e, Frame) and e.opcode is Opcode.PING for e in events)
         if closing and not self.close_frames and self.transport is not None:
             self.ws.data_to_send()
             self.transport.abort()
-        elif not closing and not self.answer_pings:
-            self.ws.data_to_send()  # only the automatic pongs: not written
+        elif pinged and not self.answer_pings and self.ws.state is State.OPEN:
+            self.ws.data_to_send()  # only the automatic pongs (a failure would be CLOSING)
 
     def _frame(self, frame: Frame) -> None:
         handler = self.handler
@@ -381,7 +382,8 @@ async def connect(url: str, handler_for: Callable[[WebSocketProtocol], Handler |
 
         headers = [("User-Agent", options.user_agent), *options.headers]
 
-        def factory(ws: ClientProtocol = ws) -> WebSocketProtocol:
+        def factory(ws: ClientProtocol = ws,
+                    headers: list[tuple[str, str]] = headers) -> WebSocketProtocol:
             return WebSocketProtocol(ws, handler_for, open_timeout=options.open_timeout,
                                      headers=headers)
 

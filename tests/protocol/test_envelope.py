@@ -202,7 +202,8 @@ class TestEncodeParse:
 
     @pytest.mark.parametrize("payload", PAYLOADS)
     def test_signature_matches_independent_hmac(self, payload: Any) -> None:
-        frame = parse_frame(encode_msg(11, payload_text(payload, canonical=True), ts=TS, secret=SECRET))
+        text = payload_text(payload, canonical=True)
+        frame = parse_frame(encode_msg(11, text, ts=TS, secret=SECRET))
         assert frame["s"] == independent_signature(frame, SECRET)
 
     def test_signature_over_compressed_frame(self) -> None:
@@ -232,7 +233,8 @@ class TestEncodeParse:
 
 
 def signed(payload: Any = None, id: int = 5, ts: int = TS) -> dict[str, Any]:
-    return parse_frame(encode_msg(id, payload_text(payload or {"k": "v"}, canonical=True), ts=ts, secret=SECRET))
+    text = payload_text(payload or {"k": "v"}, canonical=True)
+    return parse_frame(encode_msg(id, text, ts=ts, secret=SECRET))
 
 
 def reparse(frame: dict[str, Any]) -> dict[str, Any]:

@@ -140,9 +140,9 @@ def payload_text(payload: Any, canonical: bool = False) -> str:
         fast = orjson.dumps(payload, option=_SORTED)
     except (TypeError, orjson.JSONEncodeError):
         fast = None  # the stdlib path below explains what is wrong, or handles it
-    if fast is not None and b"null" not in fast:  # orjson writes NaN as null: let json judge
-        if not canonical or _orjson_is_jcs(fast):
-            return fast.decode()
+    # orjson writes NaN as null: let json judge those
+    if fast is not None and b"null" not in fast and (not canonical or _orjson_is_jcs(fast)):
+        return fast.decode()
     try:
         text = _DUMPS(payload)
     except (TypeError, ValueError, RecursionError):
