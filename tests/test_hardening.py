@@ -237,7 +237,6 @@ async def test_ten_thousand_tiny_frames_are_all_answered(victim, bystander) -> N
     await bystander_ok(bystander)
 
 
-@pytest.mark.xfail(reason="with workers (reorder) the greedy client does not finish after the 4429 hint within the bound; open", strict=False)
 @pytest.mark.parametrize("reorder", [False, True])
 async def test_message_rate_limit_closes_4429_and_client_obeys_hint(reorder, make_client) -> None:
     extra = {"workers": 4, "process_delay": (0.0, 0.001)} if reorder else {}

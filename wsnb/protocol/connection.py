@@ -493,7 +493,14 @@ class Connection:
 
     def accept(self, session: Session, *, resumed: bool, last_seen: int, durable: bool = False,
                max_size: int | None = None) -> None:
-        """(server) Take `session` over: ``handshake_ack`` is queued, resends follow it."""
+        """(server) Take `session` over: ``handshake_ack`` is queued, resends follow it.
+
+        Any older connection of the session is detached first: nothing it
+        does afterwards touches the session.
+        """
+        if session.owner is not None and session.owner is not self:
+            session.owner.detach()
+        session.owner = self
         self.session = session
         if resumed:
             try:
@@ -594,9 +601,14 @@ class Connection:
             self.processed(frame["id"], payload, size)
 
     def processed(self, id: int, payload: Any, size: int = 0) -> None:
-        """A message finished processing (directly, or after `ToProcess`): order it."""
+        """A message finished processing (directly, or after `ToProcess`): order it.
+
+        Work that finishes after the transport closed still counts while this
+        connection owns the session (nothing newer took it over), so slow
+        workers never livelock a client that keeps being cut.
+        """
         session = self.session
-        if session is None or not self.attached or self.phase is Phase.CLOSED:
+        if session is None or not self.attached:
             return
         try:
             fresh = session.receiver.accept(id, payload, self.now, size)

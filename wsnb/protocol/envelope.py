@@ -425,7 +425,7 @@ def verify_msg(frame: dict[str, Any], secret: bytes, *, now_ms: int, session: st
         if not ok:
             try:
                 canonical = rfc8785.dumps({k: v for k, v in frame.items() if k != "s"})
-            except (rfc8785.CanonicalizationError, RecursionError):
+            except (rfc8785.CanonicalizationError, RecursionError, UnicodeError):
                 raise ProtocolError("bad_signature", "frame cannot be canonicalized (RFC 8785)",
                                     frame["id"], "msg") from None
             ok = hmac.compare_digest(given, sign(session, canonical, secret))

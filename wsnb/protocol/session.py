@@ -343,3 +343,4 @@ class Session:
     token_hash: str = ""
     closed_at: float | None = None
     connections: int = 0
+    owner: Any = None  # the connection that holds the session now (server side)
