@@ -158,9 +158,6 @@ def test_chaos_spec_parsing() -> None:
         cli.parse_chaos("drop=2")
 
 
-@pytest.mark.xfail(reason="drop knob over the new transport: an aborted frame surfaces as "
-                   "ConnectionClosedError in the hand-driven peer; open, see closing note",
-                   strict=False)
 async def test_delay_ack_and_drop_knobs(make_client) -> None:
     async with wsnb.Server(port=0, heartbeat_ms=0, ack_delay=0.15) as srv:
         client = make_client(srv.url, token=None)

@@ -72,7 +72,7 @@ def test_no_op_bar_when_tqdm_is_missing(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_wsnb_imports_without_tqdm() -> None:
     code = ("import sys; sys.modules['tqdm'] = None\n"
-            "import wsnb, wsnb.bench, wsnb.cli, wsnb.progress\n"
+            "import wsnb, wsnb.cli, wsnb.progress\n"
             "bar = wsnb.progress.progress(3, 'x', enabled=True)\n"
             "print(type(bar).__name__)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

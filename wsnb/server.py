@@ -429,7 +429,10 @@ class Server:
         link.pump()
 
     def _admit_frame(self, link: Link) -> bool:
-        """Rate limit and chaos drop, checked for every frame (False: ignore it)."""
+        """Rate limit and chaos drop, checked for every frame after the handshake
+        (False: ignore it)."""
+        if not link.conn.ready:
+            return True
         if self.rate_limit is not None:
             limit, seconds = self.rate_limit
             now = time.monotonic()

@@ -287,3 +287,261 @@ def test_an_old_connection_never_touches_a_session_it_lost() -> None:
     old.receive_frame('{"type":"ack","upto":1}', world.now)
     world.deliver(False, 10)
     assert world.got_by_client == [1]
+
+
+# --- one rule at a time ---------------------------------------------------------------
+
+from wsnb.protocol import close as close_table  # noqa: E402
+from wsnb.protocol.connection import (  # noqa: E402
+    ChunkProgress,
+    Closed,
+    PeerError,
+    PingReceived,
+    PingSent,
+    PongReceived,
+    Refused,
+    ToProcess,
+    Written,
+)
+
+
+def ready_pair(**options: Any) -> tuple[World, Connection, Connection]:
+    global OPTS
+    saved, OPTS = OPTS, Options(**{"chunk_size": 4096, "heartbeat_ms": 1000, **options})
+    try:
+        world = World()
+        world.connect()
+        world.deliver(True, 10)
+        world.deliver(False, 10)
+    finally:
+        OPTS = saved
+    assert world.client is not None and world.server is not None
+    assert world.client.ready and world.server.ready
+    return world, world.client, world.server
+
+
+def kinds(events: list[Event]) -> list[str]:
+    return [type(e).__name__ for e in events]
+
+
+def test_pings_are_sent_on_time_answered_and_give_rtt() -> None:
+    world, client, server = ready_pair()
+    server.tick(world.now + 1.0)
+    frames = server.data_to_send(world.now + 1.0)
+    assert any('"type":"ping"' in str(f) for f in frames)
+    assert any(isinstance(e, PingSent) for e in server.events())
+    for f in frames:
+        client.receive_frame(f, world.now + 1.0)
+    assert any(isinstance(e, PingReceived) for e in client.events())
+    pong = client.data_to_send(world.now + 1.0)
+    for f in pong:
+        server.receive_frame(f, world.now + 1.0)
+    rtts = [e for e in server.events() if isinstance(e, PongReceived)]
+    assert rtts and rtts[0].rtt_ms >= 0 and server.rtt_ms is not None
+    server.answer_pings = False
+    server.receive_frame('{"type":"ping","ts":1}', world.now)
+    assert server.data_to_send(world.now) == []
+
+
+def test_nack_error_and_bad_frames_are_reported_not_fatal() -> None:
+    world, client, server = ready_pair()
+    out = world.client_session.sender.add(payload(1, 0), world.now)
+    client.data_to_send(world.now)
+    client.events()
+    client.receive_frame('{"type":"nack","id":1,"code":"too_large","reason":"no"}', world.now)
+    refused = [e for e in client.events() if isinstance(e, Refused)]
+    assert refused and refused[0].message is out and refused[0].code == "too_large"
+    client.receive_frame('{"type":"error","code":"x","reason":"peer says"}', world.now)
+    assert isinstance(client.events()[0], PeerError)
+    client.receive_frame("not json", world.now)
+    client.receive_frame('{"type":"handshake_ack","v":1}', world.now)
+    client.receive_frame(b"\x00binary", world.now)
+    client.receive_binary(b"\x00", world.now)
+    assert kinds(client.events()) == ["Complained"] * 4
+    frames = client.data_to_send(world.now)
+    assert sum('"type":"error"' in str(f) for f in frames) == 4 and client.ready
+
+
+def test_server_refuses_bad_handshakes() -> None:
+    for first, reason in [("garbage", "bad handshake"), ('{"type":"ping","ts":1}', "bad_envelope"),
+                          ('{"type":"handshake","v":2}', "version")]:
+        server = Connection.server(Options(), 0.0)
+        server.receive_frame(first, 0.0)
+        closes = [e for e in server.events() if isinstance(e, CloseNow)]
+        assert closes and closes[0].code == 1002 and reason in closes[0].reason + str(
+            server.data_to_send(0.0))
+    late = Connection.server(Options(handshake_timeout=5.0), 0.0)
+    late.tick(5.0)
+    assert [e.code for e in late.events() if isinstance(e, CloseNow)] == [4408]
+    refused = Connection.server(Options(), 0.0)
+    refused.receive_frame('{"type":"handshake","token":"x"}', 0.0)
+    assert isinstance(refused.events()[0], HandshakeReceived)
+    refused.refuse(4401, "token refused")
+    assert [e.code for e in refused.events() if isinstance(e, CloseNow)] == [4401]
+
+
+def test_client_handshake_failures() -> None:
+    cases = [('{"type":"error","code":"version","reason":"no"}', 1002),
+             ('{"type":"ack","upto":0}', 1002),
+             ('{"type":"handshake_ack","v":1,"session":"s","resumed":false,"last_acked":0,'
+              '"heartbeat_ms":0,"max_size":100}', 1002),
+             ("nonsense", 1002)]
+    for frame, code in cases:
+        client = Connection.client(Session(Sender(), Receiver()), Options(), 0.0)
+        client.data_to_send(0.0)
+        client.receive_frame(frame, 0.0)
+        assert [e.code for e in client.events() if isinstance(e, CloseNow)] == [code], frame
+    slow = Connection.client(Session(Sender(), Receiver()), Options(handshake_timeout=1), 0.0)
+    slow.receive_frame('{"type":"ping","ts":5}', 0.5)  # answered while waiting
+    assert any('"pong"' in str(f) for f in slow.data_to_send(0.5))
+    slow.tick(1.0)
+    assert [e.code for e in slow.events() if isinstance(e, CloseNow)] == [4408]
+
+
+def test_close_outcomes_follow_the_table_and_the_user_policy() -> None:
+    for code, reconnect in [(1000, False), (1001, True), (4401, False), (1013, True)]:
+        world, client, _ = ready_pair()
+        client.connection_lost(world.now, code, "bye")
+        closed = [e for e in client.events() if isinstance(e, Closed)][0]
+        assert closed.rule.reconnect is reconnect and closed.code == code
+    world, client, _ = ready_pair(final_codes=frozenset({1001}),
+                                  retry_codes=frozenset({1000}))
+    client.connection_lost(world.now, 1000, "")
+    assert [e.rule.reconnect for e in client.events() if isinstance(e, Closed)] == [True]
+    client2 = Connection.client(world.client_session, Options(final_codes=frozenset({1001})),
+                                world.now)
+    client2.connection_lost(world.now, 1001, "")
+    assert [e.rule.reconnect for e in client2.events() if isinstance(e, Closed)] == [False]
+    world, client, _ = ready_pair()
+    client.connection_lost(world.now, 4429, "busy; retry after 2.5 s")
+    assert [e.hint_s for e in client.events() if isinstance(e, Closed)] == [2.5]
+
+
+def test_1009_fails_the_largest_message_instead_of_resending_it() -> None:
+    world, client, _ = ready_pair()
+    small = world.client_session.sender.add(payload(1, 0), world.now)
+    large = world.client_session.sender.add(payload(2, 900), world.now)
+    client.data_to_send(world.now)
+    client.connection_lost(world.now, 1009, "")
+    refused = [e for e in client.events() if isinstance(e, Refused)]
+    assert [e.message for e in refused] == [large]
+    assert list(world.client_session.sender.unsent) == [small]
+
+
+def test_chunked_messages_report_progress_and_join() -> None:
+    world, client, server = ready_pair(chunk_size=64)
+    world.client_session.sender.add(payload(1, 400), world.now)
+    world.sent_by_client = 1
+    frames: list[str | bytes] = []
+    for _ in range(20):
+        frames += client.data_to_send(world.now)
+    events = client.events()
+    progress = [e for e in events if isinstance(e, ChunkProgress)]
+    assert progress and progress[-1].done == progress[-1].total > 1
+    assert [e.chunks for e in events if isinstance(e, Written)] == [progress[-1].total]
+    for f in frames:
+        server.receive_frame(f, world.now)
+    delivered = [e for e in server.events() if isinstance(e, Delivered)]
+    assert delivered and int(delivered[0].messages[0][1]) == 1
+
+
+def test_deferred_processing_still_delivers_in_order() -> None:
+    world, client, server = ready_pair()
+    server.defer_processing = True
+    for n in (1, 2, 3):
+        world.client_session.sender.add(payload(n, 0), world.now)
+    for f in client.data_to_send(world.now):
+        server.receive_frame(f, world.now)
+    todo = [e for e in server.events() if isinstance(e, ToProcess)]
+    assert [e.id for e in todo] == [1, 2, 3]
+    for e in reversed(todo):  # workers finish out of order
+        server.processed(e.id, e.payload, e.size)
+    delivered = [m for e in server.events() if isinstance(e, Delivered) for m in e.messages]
+    assert [i for i, _ in delivered] == [1, 2, 3]
+
+
+def test_a_full_inbox_holds_messages_and_asks_to_stop_reading() -> None:
+    world, client, server = ready_pair()
+    client.grant(1)
+    state = world.server_state()
+    assert state is not None
+    for n in (1, 2, 3):
+        state.sender.add(payload(n, 0), world.now)
+    for f in server.data_to_send(world.now):
+        client.receive_frame(f, world.now)
+    delivered = [m for e in client.events() if isinstance(e, Delivered) for m in e.messages]
+    assert len(delivered) == 1 and client.backlogged
+    client.end_of_input(world.now)
+    acks = [f for f in client.data_to_send(world.now) if '"ack"' in str(f)]
+    assert acks == ['{"type":"ack","upto":1}']  # only what the application took
+    client.grant(None)
+    assert not client.backlogged
+
+
+def test_raw_connection_delivers_text_as_sent_and_never_acks() -> None:
+    session = Session(Sender(), Receiver())
+    raw = Connection.client(session, Options(raw=True), 0.0)
+    assert raw.ready and raw.data_to_send(0.0) == []
+    session.sender.add('"42"', 0.0)
+    assert raw.data_to_send(0.0) == ['"42"']
+    written = [e for e in raw.events() if isinstance(e, Written)]
+    assert written and session.sender.pending == 0
+    raw.receive_frame("NaN", 0.0)
+    raw.receive_binary(b"\x01", 0.0)
+    delivered = [m for e in raw.events() if isinstance(e, Delivered) for m in e.messages]
+    assert [p for _, p in delivered] == ["NaN", b"\x01"]
+    assert raw.data_to_send(0.0) == []
+
+
+def test_close_table_words_hints_and_upgrade_rules() -> None:
+    assert close_table.describe_close(None) == "not closed"
+    assert close_table.describe_close(1000, "normal closure") == "1000 normal closure"
+    assert close_table.describe_close(4000, "x") == "4000 application code: x"
+    assert close_table.close_rule(3999).words == "unknown code"
+    assert close_table.close_rule(None).words.startswith("abnormal")
+    assert close_table.retry_hint(close_table.hint_reason("busy", 3)) == 3.0
+    assert close_table.retry_hint("no hint") is None
+    assert close_table.upgrade_rule(401).auth and not close_table.upgrade_rule(403).reconnect
+    assert close_table.upgrade_rule(503).wait_cap and close_table.upgrade_rule(429).reconnect
+    assert not close_table.upgrade_rule(404).reconnect and close_table.upgrade_rule(500).reconnect
+    assert not close_table.TLS_RULE.reconnect and "not fixed by retrying" in \
+        close_table.TLS_RULE.words
+
+
+def test_signed_pair_bytes_hot_paths_and_lies_from_either_side() -> None:
+    world, client, server = ready_pair(secret=b"k3y")
+    assert not client.writing and client.next_deadline() is not None
+    world.client_session.sender.add(payload(1, 0), world.now)
+    assert client.writing
+    for f in client.data_to_send(world.now):
+        server.receive_frame(f.encode() if isinstance(f, str) else f, world.now)  # as bytes
+    assert [m for e in server.events() if isinstance(e, Delivered) for m in e.messages]
+    server.end_of_input(world.now)
+    for f in server.data_to_send(world.now):
+        client.receive_frame(f.encode() if isinstance(f, str) else f, world.now)  # ack fast path
+    assert any(isinstance(e, Acked) for e in client.events())
+    assert client.last_life == world.now
+    forged = '{"d":1,"id":2,"s":"' + "0" * 64 + '","ts":1,"type":"msg","v":1,"z":0}'
+    server.receive_frame(forged.encode(), world.now)
+    assert [e.code for e in server.events() if isinstance(e, Complained)] == ["bad_signature"]
+    bad_join = [envelope_chunk(9, i, 2, "ab") for i in range(2)]
+    for f in bad_join:
+        server.receive_frame(f, world.now)
+    assert [e.code for e in server.events() if isinstance(e, Complained)] == ["bad_json"]
+    server.receive_frame('{"type":"nack","id":50,"code":"x","reason":"y"}', world.now)
+    assert [e.code for e in server.events() if isinstance(e, CloseNow)] == [1002]
+
+
+def test_a_resume_claiming_more_than_was_written_is_refused() -> None:
+    state = Session(Sender(), Receiver(), id="S")
+    server = Connection.server(Options(), 0.0)
+    server.receive_frame('{"type":"handshake","session":"S","last_seen":7}', 0.0)
+    server.events()
+    server.accept(state, resumed=True, last_seen=7)
+    assert [e.code for e in server.events() if isinstance(e, CloseNow)] == [1002]
+
+
+def envelope_chunk(id: int, i: int, n: int, data: str) -> str:
+    from wsnb.protocol.envelope import chunk_frame
+
+    return chunk_frame(id, i, n, data)

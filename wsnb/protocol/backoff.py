@@ -32,7 +32,7 @@ class Backoff:
 
     def upper(self, attempt: int) -> float:
         """The longest wait for `attempt` (from 0)."""
-        return min(self.cap, self.base * 2 ** min(attempt, 64))
+        return float(min(self.cap, self.base * 2 ** min(attempt, 64)))
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """The wait before reconnect `attempt` (from 0)."""

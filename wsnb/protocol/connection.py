@@ -391,8 +391,9 @@ class Connection:
         if kind == "msg":
             self._on_msg(frame, raw if isinstance(raw, bytes) else None, len(raw))
         elif kind == "ack":
-            upto, one = frame.get("upto"), frame.get("id")
-            self._on_ack(upto if type(upto) is int else None, one if type(one) is int else None)
+            cover, one = frame.get("upto"), frame.get("id")
+            self._on_ack(cover if type(cover) is int else None,
+                         one if type(one) is int else None)
         elif kind == "chunk":
             self._on_chunk(frame)
         elif kind == "ping":
@@ -798,14 +799,6 @@ class Connection:
             self._assembler.reset()
         hint = retry_hint(reason) if code == 4429 else None
         self._events.append(Closed(code, reason, rule, hint, by_us))
-
-    def fail_pending(self, code: str, reason: str) -> None:
-        """The session ends for good: every held message is refused at once."""
-        session = self.session
-        if session is None:
-            return
-        for out in session.sender.clear():
-            self._events.append(Refused(out, code, reason))
 
     def detach(self) -> None:
         """A newer connection took the session over: never touch it again."""
