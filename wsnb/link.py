@@ -259,8 +259,10 @@ class Link:
                 if self.ws is not None:
                     if event.abort:
                         self.ws.abort()
-                    else:
+                    else:  # the error or nack that explains the close goes first
+                        self.ws.send(self.conn.data_to_send(now, messages=False))
                         self.ws.close(event.code, event.reason)
+                self.on_event(event)
             else:
                 self.on_event(event)
 

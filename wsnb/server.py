@@ -26,6 +26,7 @@ from wsnb.loop import LoopChoice, choose_loop, on_own_loop
 from wsnb.protocol import envelope
 from wsnb.protocol.close import hint_reason
 from wsnb.protocol.connection import (
+    CloseNow,
     Closed,
     Connection,
     Delivered,
@@ -368,6 +369,12 @@ class Server:
             assert isinstance(event, Ready)
             self.timeline.record("state", state="READY", peer=event.session[:8],
                                  detail="resumed" if event.resumed else "new session")
+        elif kind is CloseNow:
+            assert isinstance(event, CloseNow)
+            if link.session is None:  # refused before READY: bad, late or refused handshake
+                self.refused_handshakes += 1
+                self.timeline.record("close", peer=link.peer,
+                                     detail=f"{event.code} {event.reason}".strip())
         elif kind is Closed:
             assert isinstance(event, Closed)
             session = link.session
@@ -495,8 +502,6 @@ class Server:
         assert proto is not None
         if self._token is not None and not (isinstance(hello.token, str)
                                             and self._token == hello.token):
-            self.refused_handshakes += 1
-            self.timeline.record("close", detail="4401 token refused")
             conn.refuse(4401, "token refused")
             link.pump()
             return
@@ -504,13 +509,11 @@ class Server:
         if not self._take_slot(proto, hello, token_hash):
             reason = hint_reason(f"too many connections for this token (limit "
                                  f"{self.max_connections_per_token})", 5)
-            self.timeline.record("close", detail=f"4429 {reason}")
             conn.refuse(4429, reason)
             link.pump()
             return
         session, refusal = self._session_for(hello, token_hash)
         if session is None:
-            self.timeline.record("close", detail=f"4429 {refusal}")
             conn.refuse(4429, refusal)
             link.pump()
             return

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wsnb.protocol.close import close_rule
+
 __all__ = [
     "BrowserError",
     "BrowserUnavailable",
@@ -84,14 +86,8 @@ class CloseInfo:
 
 
 def _close_words(code: int) -> str:
-    try:  # wsnb.client's table, when it has one
-        from wsnb.client import CLOSE_CODES
-    except ImportError:  # pragma: no cover - client.py is being rewritten
-        CLOSE_CODES = {}  # noqa: N806
-    words = CLOSE_CODES.get(code)
-    if words is None:
-        return "application code" if code >= 4000 else ""
-    return words
+    words = close_rule(code).words  # the one close-code table
+    return "" if words == "unknown code" else words
 
 
 class NotOpened(BrowserError):
