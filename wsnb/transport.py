@@ -172,11 +172,11 @@ class WebSocketProtocol(asyncio.Protocol):
         opcode = frame.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if not frame.fin:
-                self._fragment_opcode, self._fragments = opcode, [frame.data]
+                self._fragment_opcode, self._fragments = opcode, [bytes(frame.data)]
                 return
             data = frame.data
         elif opcode is Opcode.CONT:
-            self._fragments.append(frame.data)
+            self._fragments.append(bytes(frame.data))
             if not frame.fin or self._fragment_opcode is None:
                 return
             opcode, data = self._fragment_opcode, b"".join(self._fragments)
