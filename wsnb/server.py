@@ -26,8 +26,8 @@ from wsnb.loop import LoopChoice, choose_loop, on_own_loop
 from wsnb.protocol import envelope
 from wsnb.protocol.close import hint_reason
 from wsnb.protocol.connection import (
-    CloseNow,
     Closed,
+    CloseNow,
     Connection,
     Delivered,
     Event,
