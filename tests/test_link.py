@@ -227,7 +227,7 @@ async def test_slow_live_link_is_not_declared_dead(make_client) -> None:
     """200 KB through 64 KB/s with a 1 s heartbeat: arrives once, no reconnect loop."""
     async with wsnb.Server(port=0, token="demo", heartbeat_ms=1_000) as srv, \
             wsnb.FaultProxy(srv.url) as proxy:
-        client = make_client(proxy.url, compress_min=None, chunk_size=32 * 1024)
+        client = make_client(proxy.url, compress_min=None)  # one 200 KB frame: ~3 s to cross
         await client.connect(timeout=5)
         proxy.bandwidth(64_000)
         receipt = await client.send({"slow": "s" * 200_000})
