@@ -536,6 +536,7 @@ class Client:
             self._notify()
 
     _closed_event: Closed | None = None
+    _policy: ReconnectPolicy | None = None
 
     def _deliver(self, event: Delivered) -> None:
         record = self.timeline.record
@@ -580,10 +581,17 @@ class Client:
         self.resumed = event.resumed
         self.durable = event.durable
         self.server_heartbeat_ms = event.heartbeat_ms
-        self._notify()
+        self._became_ready()  # before the link flushes the outbox: READY precedes "written"
+
+    def _became_ready(self) -> None:
+        self.last_error = ""
+        if self._policy is not None:
+            self._policy.on_ready(time.monotonic())
+        self._set_ready(True)
+        self._room.set()
 
     async def _supervise(self) -> None:
-        policy = ReconnectPolicy(self.backoff, self._rng)
+        policy = self._policy = ReconnectPolicy(self.backoff, self._rng)
         try:
             while not self._closing:
                 self.next_retry_at = None
@@ -677,23 +685,10 @@ class Client:
         self._set_state(ReadyState.OPEN,
                         detail=f"subprotocol {ws.subprotocol}" if ws.subprotocol else "")
         if self.protocol == "raw":
-            self._set_ready(True)
-            policy.on_ready(time.monotonic())
+            self._became_ready()
             link.pump()
         try:
-            while not link.closed.done():
-                ready_wait = asyncio.ensure_future(self._wait(lambda: link.conn.ready, None))
-                done, _ = await asyncio.wait([ready_wait, link.closed],
-                                             return_when=asyncio.FIRST_COMPLETED)
-                ready_wait.cancel()
-                if link.conn.ready and not self.ready:
-                    self.last_error = ""
-                    policy.on_ready(time.monotonic())
-                    self._set_ready(True)
-                    self._room.set()
-                if link.closed in done:
-                    break
-                await asyncio.shield(link.closed)
+            await asyncio.shield(link.closed)
         finally:
             self._last_rtt = self.rtt_ms
             self.link = None

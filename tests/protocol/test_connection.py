@@ -545,3 +545,15 @@ def envelope_chunk(id: int, i: int, n: int, data: str) -> str:
     from wsnb.protocol.envelope import chunk_frame
 
     return chunk_frame(id, i, n, data)
+
+
+def test_data_before_handshake_ack_is_named_as_such() -> None:
+    server = Connection.server(Options(), 0.0)
+    server.receive_frame('{"type":"handshake","token":"t"}', 0.0)
+    server.events()  # the server layer is still deciding (a slow setup)
+    server.receive_frame('{"type":"pong","ts":1}', 0.0)
+    assert server.events() == []
+    server.receive_frame('{"d":1,"id":1,"ts":1,"type":"msg","v":1,"z":0}', 0.0)
+    closes = [e for e in server.events() if isinstance(e, CloseNow)]
+    assert closes[0].code == 1002 and "sent before handshake_ack" in closes[0].reason
+    assert '"not_ready"' in str(server.data_to_send(0.0))

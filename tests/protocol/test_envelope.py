@@ -853,3 +853,17 @@ def test_signatures_follow_rfc8785_number_formatting() -> None:
     assert '"small":1e-7' in text and '"big":1e+21' in text and '"whole":1' in text
     with pytest.raises(ValueError, match="2\\*\\*53"):
         payload_text({"n": 2**60}, canonical=True)
+
+
+@pytest.mark.parametrize("text", ['{"k":"' + "a" * 5000 + '"}', '{"q":"' + '\\"' * 3000 + '"}',
+                                  '{"é":"' + "😀é" * 2000 + '"}'])
+def test_planned_slices_fit_the_frame_limit_and_rejoin(text: str) -> None:
+    bounds = envelope.plan_slices(text, max_chars=4096, max_bytes=1000)
+    frames = list(envelope.iter_planned_chunks(text, 3, bounds))
+    assert all(len(f.encode()) <= 1000 + envelope.CHUNK_OVERHEAD for f in frames)
+    asm = ChunkAssembler(max_chunks=len(frames), max_bytes=len(text.encode()))
+    joined = [asm.add(parse_frame(f.encode())) for f in frames]
+    assert joined[-1] == text and all(j is None for j in joined[:-1])
+    # real sizes, not the worst case: plain ASCII needs few more slices than bytes allow
+    if text.isascii() and '\\"' not in text:
+        assert len(frames) <= -(-len(text) // 1000) + 1

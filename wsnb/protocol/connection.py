@@ -441,11 +441,17 @@ class Connection:
                 self._on_handshake_ack(frame)
             else:
                 self._violation(f"expected handshake_ack, got {kind}")
-        elif kind == "handshake":
+        elif kind == "handshake" and self._open_deadline != float("inf"):
             self._open_deadline = float("inf")  # the server layer decides now
             self._events.append(HandshakeReceived(
                 frame["token"], frame["session"], frame["last_seen"],
                 tuple(frame.get("features", ()))))
+        elif kind == "pong" and self._open_deadline == float("inf"):
+            pass  # allowed before READY
+        elif self._open_deadline == float("inf"):  # a frame before our handshake_ack
+            reason = f"{kind} sent before handshake_ack (wait for READY)"
+            self._control.append(envelope.frame_text("error", code="not_ready", reason=reason))
+            self._close(1002, reason)
         else:
             self._control.append(envelope.frame_text(
                 "error", code="bad_envelope", reason="first frame must be a handshake"))
@@ -743,9 +749,6 @@ class Connection:
         return envelope.encode_msg(out.id, out.data, ts=wall_ms(), z=out.z,
                                    secret=self.options.secret, session=session.id or "")
 
-    def _slice_chars(self) -> int:
-        return envelope.slice_chars(self.options.chunk_size, self.peer_max_size)
-
     def _is_big(self, out: Outgoing) -> bool:
         return (out.size + MSG_OVERHEAD > self.peer_max_size
                 or len(out.data) + MSG_OVERHEAD > self.options.chunk_size)
@@ -753,9 +756,12 @@ class Connection:
     def _start_series(self, out: Outgoing, now: float) -> None:
         text = self._frame_for(out)
         assert isinstance(text, str)
-        per = self._slice_chars()
-        total = -(-len(text) // per)
-        self._series = _Series(out, envelope.iter_chunks(text, out.id, per), total)
+        bounds = envelope.plan_slices(text, self.options.chunk_size,
+                                      self.peer_max_size - envelope.CHUNK_OVERHEAD)
+        if len(bounds) < 2:  # a frame just under the limits: still a series of two
+            bounds = [(0, len(text) // 2), (len(text) // 2, len(text))]
+        self._series = _Series(out, envelope.iter_planned_chunks(text, out.id, bounds),
+                               len(bounds))
 
     def _next_slice(self, frames: list[str | bytes], now: float) -> None:
         series = self._series

@@ -527,6 +527,36 @@ def iter_chunks(text: str, id: int, slice_size: int) -> Iterator[str]:
         yield chunk_frame(id, i, n, text[i * slice_size:(i + 1) * slice_size])
 
 
+def _escaped_size(part: str) -> int:
+    """UTF-8 bytes of `part` once written inside a JSON string (serialized JSON text
+    holds no raw control characters, so only quotes and backslashes grow)."""
+    return utf8_size(part) + part.count('"') + part.count("\\")
+
+
+def plan_slices(text: str, max_chars: int, max_bytes: int) -> list[tuple[int, int]]:
+    """Slice bounds of serialized JSON `text`: each ≤ `max_chars` code points and
+    ≤ `max_bytes` once escaped, as few as that allows (sized by the real text,
+    not by the worst case of six bytes per code point)."""
+    if max_chars < 1 or max_bytes < MAX_ESCAPED_BYTES:
+        raise ValueError(f"slices need max_chars >= 1 and max_bytes >= {MAX_ESCAPED_BYTES}")
+    bounds: list[tuple[int, int]] = []
+    start, end_of_text = 0, len(text)
+    while start < end_of_text:
+        end = min(start + max_chars, end_of_text)
+        while end - start > 1 and _escaped_size(text[start:end]) > max_bytes:
+            end = start + max(1, (end - start) * 3 // 4)
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
+def iter_planned_chunks(text: str, id: int, bounds: list[tuple[int, int]]) -> Iterator[str]:
+    """``chunk`` frames for the slices `plan_slices` chose."""
+    n = len(bounds)
+    for i, (start, end) in enumerate(bounds):
+        yield chunk_frame(id, i, n, text[start:end])
+
+
 def split_chunks(text: str, id: int, slice_size: int) -> list[str]:
     """`iter_chunks` as a list."""
     return list(iter_chunks(text, id, slice_size))
