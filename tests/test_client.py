@@ -300,3 +300,14 @@ def test_run_from_sync_code() -> None:
         return 42
 
     assert wsnb.run(answer()) == 42
+
+
+def test_the_client_never_imports_widgets() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, wsnb.client, wsnb.server, wsnb.link, wsnb.transport\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('ipywidgets', 'wsnb.widgets'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

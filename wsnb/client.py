@@ -443,12 +443,6 @@ class Client:
         self._set_ready(False)
         self._set_state(ReadyState.CLOSED)
 
-    def panel(self, **kwargs: Any) -> Any:
-        """All panels for this client in one widget (`wsnb.Dashboard`)."""
-        from wsnb.widgets import Dashboard
-
-        return Dashboard(self, **kwargs)
-
     async def __aenter__(self) -> Client:
         return await self.connect()
 
