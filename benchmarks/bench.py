@@ -62,6 +62,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:  # run as a script from a checkout: import its wsnb
     sys.path.insert(0, str(HERE.parent))
 
+from wsnb._format import fmt_bytes, percentile  # noqa: E402  (after the path fix)
+
 ROWS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 SIZES = (100, 10_000)
 BIG = 10_000_000  # row 8
@@ -123,15 +125,6 @@ def size_label(size: int) -> str:
     return f"{size} B" if size < 1000 else f"{size // 1000} KB"
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    k = (len(ordered) - 1) * q
-    lo, hi = math.floor(k), math.ceil(k)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
 def peak_in_window(times: Iterable[float], window: float = 0.1) -> int:
     """The most events inside any `window`-second interval (sliding)."""
     ts = sorted(times)
@@ -189,7 +182,7 @@ def f_ratio(x: float) -> str:
 
 
 def f_bytes(x: float) -> str:
-    return f"{x:,.0f} B" if x < 10_000 else f"{x / 1024:,.1f} KB"
+    return fmt_bytes(x, exact=False)
 
 
 def f_int(x: float) -> str:
@@ -740,10 +733,10 @@ class Bench:
                             got[kind] = await raw_pingpong(raw_srv.url, text, n)
                         else:
                             got[kind] = await wsnb_one_at_a_time(client, payload, n)
-                        p50[kind].add(percentile(got[kind], 0.5))
-                        p99[kind].add(percentile(got[kind], 0.99))
-                    r50.add(percentile(got["wsnb"], 0.5) / percentile(got["raw"], 0.5))
-                    r99.add(percentile(got["wsnb"], 0.99) / percentile(got["raw"], 0.99))
+                        p50[kind].add(percentile(got[kind], 50))
+                        p99[kind].add(percentile(got[kind], 99))
+                    r50.add(percentile(got["wsnb"], 50) / percentile(got["raw"], 50))
+                    r99.add(percentile(got["wsnb"], 99) / percentile(got["raw"], 99))
             finally:
                 await client.close()
         self.lines.append(Line(3, "one-at-a-time ack p50 vs ping-pong", p50["wsnb"].show(f_us),
@@ -775,7 +768,7 @@ class Bench:
                     await client.connect(timeout=30)
                     try:
                         rtts = await wsnb_one_at_a_time(client, payload, 30)
-                        rtt = percentile(rtts, 0.5)
+                        rtt = percentile(rtts, 50)
                         await asyncio.sleep(0.3)
                         self.step(f"cut → READY run {run + 1}")
                         reconnects = client.reconnects
@@ -969,7 +962,7 @@ class Bench:
         self.lines.append(Line(6, f"{n:,} clients on one loop: all READY", ready_t.show(f_s),
                                "", "", "≤ 5 s", verdict(ready_t.median <= 5)))
         self.lines.append(Line(6, "memory per client (tracemalloc)", traced_per.show(f_bytes),
-                               "", "", "≤ 100 KB", verdict(traced_per.median <= 100 * 1024)))
+                               "", "", "≤ 100 KiB", verdict(traced_per.median <= 100 * 1024)))
         for base in (0.5, 1.0):
             plain, jittered = (base, False), (base, True)
             # Full jitter spreads attempt 0 over uniform(0, base): the best sliding 100 ms peak
@@ -1127,7 +1120,7 @@ class Bench:
                     stop.set()
                     await tick
                     worst.add(max(gaps))
-                    p99.add(percentile(gaps, 0.99))
+                    p99.add(percentile(gaps, 99))
                     reconnects.add(client.reconnects - before)
             finally:
                 await client.close()

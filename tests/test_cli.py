@@ -15,6 +15,7 @@ import sys
 import types
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
@@ -187,6 +188,78 @@ async def test_serve_rejects_unsupported_chaos_and_busy_ports() -> None:
     assert code == 1 and "cannot listen on 127.0.0.1:" in err and "Traceback" not in err
 
 
+# ----- serve --echo / --raw: plain WebSocket servers (issue 11 point 7) ------------------
+
+
+async def test_serve_echo_sends_back_text_and_binary_and_pings_are_life() -> None:
+    async with serving("--echo", "--idle-timeout", "1") as srv:
+        assert srv.url.startswith("ws://127.0.0.1:") and "no wsnb protocol" in srv.lines[0]
+        # a stock client: its keepalive pings (every 0.2 s) are all it sends for 2.5 s
+        async with connect(srv.url, ping_interval=0.2, ping_timeout=5) as ws:
+            text, blob = "héllo ✓ " * 100, bytes(range(256)) * 40
+            await ws.send(text)
+            assert await asyncio.wait_for(ws.recv(), 10) == text
+            await ws.send(blob)
+            assert await asyncio.wait_for(ws.recv(), 10) == blob
+            await asyncio.sleep(2.5)  # past the idle timeout: pings kept it alive
+            await ws.send("still here")
+            assert await asyncio.wait_for(ws.recv(), 10) == "still here"
+        silent = await connect(srv.url, ping_interval=None)  # sends nothing at all
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(silent.recv(), 10)
+        took = asyncio.get_running_loop().time() - started
+        assert silent.close_code == 1001 and silent.close_reason == "idle for 1 s"
+        assert 0.8 < took < 5, took
+        code, output, err = await srv.stop()
+    assert code == 0, err
+    assert "#1 closed by the client: 1000" in output and "#2 closed by the server: 1001" in output
+    assert "3 message(s) received, 3 echoed" in output and "Traceback" not in err
+
+
+async def test_serve_raw_records_and_answers_nothing_then_ctrl_c_closes(tmp_path) -> None:
+    record = tmp_path / "frames.jsonl"
+    token = "tok-PLANTED-aa11"
+    async with serving("--raw", "--record", str(record), "--subprotocol", "chat",
+                       env={**ENV, "WSNB_TOKEN": token}) as srv:
+        assert "token not checked" in srv.lines[0]
+        ws = await connect(srv.url + "?token=" + token, ping_interval=None,
+                           subprotocols=["chat"])
+        assert ws.subprotocol == "chat"
+        await ws.send("hello raw")
+        await ws.send(b"\x01\x02\xff")
+        hello = f'{{"type":"handshake","token":"{token}"}}'
+        await ws.send(hello)
+        with pytest.raises(TimeoutError):  # a raw server answers nothing ...
+            await asyncio.wait_for(ws.recv(), 0.5)
+        await asyncio.wait_for(await ws.ping(), 5)  # ... but pongs (websockets does)
+        await srv.wait_for_line(r"#1 text 9 B: 'hello raw'")
+        await srv.wait_for_line(r"#1 binary 3 B: 01 02 ff")
+        code, output, err = await srv.stop(signal.SIGINT)
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+    assert ws.close_code == 1001 and ws.close_reason == "server shutting down"
+    assert code == 0, err
+    assert "stopped (SIGINT): closed 1 connection(s) with 1001 going away; 3 message(s) " \
+        "received" in output
+    assert "GET /?… (subprotocol chat" in output
+    assert token not in output + err and "Traceback" not in err
+    frames = [json.loads(line) for line in record.read_text().splitlines()]
+    assert [(f["conn"], f["type"], f["size"]) for f in frames] == [
+        (1, "text", 9), (1, "binary", 3), (1, "text", len(hello))]
+    assert frames[0]["text"] == "hello raw" and frames[1]["base64"] == "AQL/"
+    assert token not in record.read_text()
+
+
+async def test_serve_plain_and_wsnb_options_do_not_mix() -> None:
+    code, out, err = await run_cli("serve", "--port", "0", "--echo", "--chaos", "drop=1")
+    assert code == 2 and "--chaos: not an option of --echo" in err and not out
+    code, _, err = await run_cli("serve", "--port", "0", "--idle-timeout", "5")
+    assert code == 2 and "--idle-timeout: not an option of the wsnb server" in err
+    code, _, err = await run_cli("serve", "--port", "0", "--echo", "--raw")
+    assert code == 2 and "not allowed with argument" in err
+
+
 # ----- probe ---------------------------------------------------------------------------
 
 
@@ -286,6 +359,30 @@ async def test_probe_failures_have_one_line_causes() -> None:
 
     code, _, err = await run_cli("probe", "http://127.0.0.1:1/")
     assert code == 2 and "use ws://127.0.0.1:1/" in err
+
+
+async def test_probe_sends_headers_and_subprotocols_and_hides_secret_ones() -> None:
+    seen: list[Any] = []
+
+    def record(conn, request):
+        seen.append(request.headers)
+
+    async with ws_serve(lambda ws: ws.wait_closed(), "127.0.0.1", 0, process_request=record,
+                        subprotocols=["b"]) as plain:
+        url = f"ws://127.0.0.1:{plain.sockets[0].getsockname()[1]}/"
+        code, out, err = await run_cli(
+            "probe", url, "--raw", "--count", "0", "--header", "X-Trace: t-1",
+            "--header", "X-Api-Key: key-PLANTED-77", "--header", "Authorization: Bearer b-PL",
+            "--subprotocol", "a", "--subprotocol", "b", "--origin", "https://app.example")
+    assert code == 0, err
+    headers = seen[0]
+    assert headers["X-Trace"] == "t-1" and headers["X-Api-Key"] == "key-PLANTED-77"
+    assert headers["Authorization"] == "Bearer b-PL" and headers["Origin"] == "https://app.example"
+    assert headers["Sec-WebSocket-Protocol"] == "a, b" and "subprotocol: b;" in out
+    assert "> X-Trace: t-1" in out and "> X-Api-Key: ***" in out and "> Authorization: ***" in out
+    assert "PLANTED" not in out + err and "b-PL" not in out + err
+    code, _, err = await run_cli("probe", url, "--header", "no colon")
+    assert code == 2 and "not a header: 'no colon' (use NAME:VALUE)" in err
 
 
 def test_probe_dns_failure(monkeypatch, capsys) -> None:
@@ -421,7 +518,7 @@ async def test_cli_never_prints_tokens_or_keys(tls_files) -> None:
     token, secret, wrong = "tok-PLANTED-c11a", "key-PLANTED-5e7d", "tok-PLANTED-bad0"
     outputs: list[str] = []
     env = {**ENV, "WSNB_TOKEN": token, "WSNB_SECRET": secret}
-    async with serving("--token", token, "--secret", secret, "--echo") as srv:
+    async with serving("--token", token, "--secret", secret, "--echo-messages") as srv:
         for args in (
             ["--token", token, "--send", '{"x": 1}', "--count", "1"],
             ["--token", token, "--json"],

@@ -499,7 +499,7 @@ async def test_tls_version_subject_and_expiry(ca: trustme.CA) -> None:
     assert "127.0.0.1" in report.facts["cert_subject"] and report.facts["cert_days_left"] > 14
     assert report.facts["close_code_back"] == 1000
     assert untrusted.exit_code == 3
-    assert "certificate not trusted" in one(untrusted, "handshake", "connect").result
+    assert "certificate verification failed" in one(untrusted, "handshake", "connect").result
     assert untrusted.severity("close") == "skipped"
     assert unverified.ok and unverified.facts["cert_subject"].endswith("(not verified)")
 
@@ -514,7 +514,7 @@ async def test_unreachable_and_refused_upgrades() -> None:
     async with wsnb.Server(port=0) as srv:
         url = srv.url
     down = await check(url)
-    assert down.exit_code == 3 and "connection refused" in down.rows[0].result
+    assert down.exit_code == 3 and "refused: nothing accepts connections" in down.rows[0].result
     assert {down.severity(c) for c in CHECKS if c != "handshake"} == {"skipped"}
 
     def forbid(conn: ServerConnection, request: Any) -> Any:

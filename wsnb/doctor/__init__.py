@@ -20,6 +20,7 @@ speaks; echo servers first), `checks` (one module per check), `runner`
 
 from __future__ import annotations
 
+from wsnb._format import fmt_bytes, parse_bytes
 from wsnb.doctor.command import cli_main
 from wsnb.doctor.probe import (
     DEFAULT_CAP,
@@ -30,7 +31,6 @@ from wsnb.doctor.probe import (
     RECONNECTS,
     SIGNALR_HANDSHAKE,
     THROTTLE_CODES,
-    THROTTLE_STATUSES,
     USER_AGENT,
     WSNB_ERROR_CODES,
     Progress,
@@ -42,10 +42,9 @@ from wsnb.doctor.report import (
     SEVERITY_COLOURS,
     Finding,
     Report,
-    fmt_bytes,
-    parse_bytes,
 )
 from wsnb.doctor.runner import _parse_checks, adoctor, doctor
+from wsnb.failures import THROTTLE_STATUSES
 
 __all__ = [
     "CHECKS",

@@ -8,22 +8,13 @@ import ssl as ssl_module
 import sys
 import textwrap
 
+from wsnb._format import parse_bytes
+from wsnb.cli._common import header as _header
 from wsnb.doctor.probe import (
     DEFAULT_CAP,
 )
-from wsnb.doctor.report import (
-    CHECKS,
-    parse_bytes,
-)
+from wsnb.doctor.report import CHECKS
 from wsnb.doctor.runner import doctor
-
-
-def _header(text: str) -> tuple[str, str]:
-    """``"Name: value"`` -> ``("Name", "value")`` (for ``--header``)."""
-    name, sep, value = text.partition(":")
-    if not sep or not name.strip() or name != name.strip() or " " in name:
-        raise argparse.ArgumentTypeError(f"not a header: {text!r} (use NAME:VALUE)")
-    return name, value.strip()
 
 
 def cli_main(argv: list[str]) -> int:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from wsnb._format import fmt_bytes
 from wsnb.doctor.probe import (
     ECHO_PROTOCOL,
     KNOWN_SUBPROTOCOLS,
@@ -25,7 +26,6 @@ from wsnb.doctor.probe import (
 from wsnb.doctor.report import (
     _secs,
     _short,
-    fmt_bytes,
 )
 
 #: Where the echo test's nonce starts; the rest is random, so only an echo can send it back.

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
 from wsnb._secret import Secret
@@ -26,6 +26,8 @@ from wsnb.doctor.report import (
     _clamp,
     _short,
 )
+from wsnb.failures import ConnectFailed as _OpenFailed
+from wsnb.failures import classify
 from wsnb.protocol.envelope import handshake_frame
 
 DEFAULT_CAP = 4 * 1024 * 1024
@@ -33,7 +35,6 @@ PINGS = 20
 RECONNECTS = 5
 #: Offered once more when a server refuses an upgrade without a subprotocol (HTTP 400).
 KNOWN_SUBPROTOCOLS = ("graphql-transport-ws", "graphql-ws")
-THROTTLE_STATUSES = (429, 503)
 THROTTLE_CODES = (4429, 1013)
 USER_AGENT = "wsnb-doctor/0.1 (python websockets)"
 SIGNALR_HANDSHAKE = '{"protocol":"json","version":1}\x1e'
@@ -153,19 +154,6 @@ class _ProbeConnection(ClientConnection):
                     return
 
 
-class _OpenFailed(Exception):
-    """The upgrade did not happen; `kind` says why, `text` and `advice` say it in words."""
-
-    def __init__(self, kind: str, text: str, advice: str = "", status: int | None = None,
-                 retry_after: str | None = None) -> None:
-        super().__init__(text)
-        self.kind = kind
-        self.text = text
-        self.advice = advice
-        self.status = status
-        self.retry_after = retry_after
-
-
 class _GreetFailed(Exception):
     """The server accepted the upgrade but not the protocol's hello."""
 
@@ -175,67 +163,6 @@ class _GreetFailed(Exception):
         self.text = text
         self.code = code
         self.reply = reply
-
-
-_HTTP_ADVICE = {
-    200: "a plain HTTP page answered: the path is not a WebSocket endpoint, or a proxy in "
-         "front strips the Upgrade header (nginx: proxy_http_version 1.1; proxy_set_header "
-         "Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\")",
-    400: "the server rejected the upgrade request: check the path and query (Socket.IO "
-         "needs /socket.io/?EIO=4&transport=websocket) and whether it requires a subprotocol "
-         "(subprotocols=[...])",
-    401: "authentication required: pass the credentials the server expects (token=, a "
-         "query parameter in the URL, or headers=)",
-    403: "forbidden: the server (or a proxy) refused this client: check the token, the "
-         "Origin it expects (headers={'Origin': ...}) and IP allow-lists",
-    404: "no WebSocket endpoint at this path: check the URL's path",
-    426: "the server wants a different protocol (version): the request may have reached a "
-         "plain HTTP endpoint",
-    429: "the server throttles connections: wait (Retry-After) and reconnect with "
-         "exponential backoff and jitter",
-    502: "a proxy could not reach the WebSocket backend, or does not support upgrades",
-    503: "the service is unavailable or throttling: retry later with backoff",
-    504: "a proxy timed out waiting for the backend",
-}
-
-
-def _open_failure(exc: BaseException) -> _OpenFailed:
-    if isinstance(exc, _OpenFailed):
-        return exc
-    if isinstance(exc, InvalidStatus):
-        response = exc.response
-        status = response.status_code
-        body = bytes(response.body or b"")[:160].decode("utf-8", "replace").strip()
-        text = f"HTTP {status} {response.reason_phrase}".strip() + (f": {body}" if body else "")
-        kind = "throttled" if status in THROTTLE_STATUSES else "http"
-        advice = _HTTP_ADVICE.get(status, "the server refused the WebSocket upgrade")
-        return _OpenFailed(kind, text, advice, status, response.headers.get("Retry-After"))
-    if isinstance(exc, ssl_module.SSLCertVerificationError):
-        return _OpenFailed(
-            "tls", f"TLS certificate not trusted: {exc.verify_message}",
-            "a private CA needs ssl=ssl.create_default_context(cafile=...); a public one "
-            "usually means the server does not send its intermediate certificates")
-    if isinstance(exc, ssl_module.SSLError):
-        return _OpenFailed("tls", f"TLS handshake failed: {exc}",
-                           "check that the port speaks TLS (wss://) and the TLS versions match")
-    if isinstance(exc, InvalidURI):
-        return _OpenFailed("url", f"invalid URL: {exc}", "use ws://host:port/path")
-    if isinstance(exc, InvalidHandshake):
-        return _OpenFailed(
-            "handshake", f"not a valid WebSocket upgrade: {exc}",
-            "the answer was not a WebSocket upgrade: a proxy in front may not forward the "
-            "Upgrade/Connection headers (nginx: proxy_http_version 1.1; proxy_set_header "
-            "Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\")")
-    if isinstance(exc, TimeoutError):
-        return _OpenFailed("timeout", "no upgrade within the open timeout",
-                           "the host is unreachable, filtered, or the server is overloaded")
-    if isinstance(exc, ConnectionRefusedError):
-        return _OpenFailed("refused", "connection refused: nothing listens on that port",
-                           "check the host and port, and that the server is running")
-    if isinstance(exc, OSError):
-        return _OpenFailed("network", f"cannot connect: {exc}",
-                           "check the host name (DNS), the network and any firewall")
-    return _OpenFailed("error", f"cannot connect: {type(exc).__name__}: {exc}")
 
 
 class _Conn:
@@ -406,6 +333,12 @@ async def _open(ctx: _Ctx, *, greet: bool = True, compression: str | None = None
     offered = list(subprotocols if subprotocols is not None else ctx.subprotocols)
     ctx.connects.append(time.monotonic())
     started = time.monotonic()
+    made: list[_ProbeConnection] = []
+
+    def create_connection(*args: Any, **kwargs: Any) -> _ProbeConnection:
+        made.append(_ProbeConnection(*args, **kwargs))
+        return made[-1]
+
     try:
         ws = await connect(
             ctx.url, additional_headers=ctx.headers or None,
@@ -414,10 +347,13 @@ async def _open(ctx: _Ctx, *, greet: bool = True, compression: str | None = None
             compression=compression, open_timeout=ctx.open_timeout, ping_interval=None,
             ping_timeout=None, close_timeout=ctx.patient, max_size=ctx.cap + 65536,
             max_queue=64, ssl=(ctx.ssl or True) if secure else None,
-            user_agent_header=USER_AGENT, logger=LOGGER, create_connection=_ProbeConnection,
+            user_agent_header=USER_AGENT, logger=LOGGER,
+            create_connection=create_connection,  # type: ignore[arg-type]  # a factory works
         )
     except Exception as exc:
-        raise _open_failure(exc) from exc
+        phase = "upgrade" if made and getattr(made[-1], "transport", None) else "connect"
+        raise _OpenFailed(classify(exc, url=ctx.url, timeout=ctx.open_timeout,
+                                   phase=phase)) from exc
     conn = _Conn(ws, protocol or ctx.protocol, time.monotonic() - started)  # type: ignore[arg-type]
     ctx.conns.add(conn)
     if greet:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -216,37 +215,6 @@ class Report:
 
 
 # ----- helpers ----------------------------------------------------------------------------
-
-
-def fmt_bytes(n: float | None) -> str:
-    """``65536`` -> ``"64 KiB"``; exact byte counts when not a round number."""
-    if n is None:
-        return "?"
-    n = int(n)
-    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size and n % size == 0:
-            return f"{n // size} {unit}"
-    if n >= 1 << 20:
-        return f"{n / (1 << 20):.2f} MiB ({n:,} bytes)"
-    if n >= 1 << 10:
-        return f"{n / (1 << 10):.1f} KiB ({n:,} bytes)"
-    return f"{n} bytes"
-
-
-def parse_bytes(text: str) -> int:
-    """``"4MiB"``, ``"256k"``, ``"1048576"`` -> bytes (K/M = 1024 based)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?\s*", text)
-    if not match:
-        raise ValueError(f"not a size: {text!r} (try 4MiB, 256KiB or 1048576)")
-    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[match.group(2).lower()]
-    return int(float(match.group(1)) * scale)
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (p99 of 20 samples is the largest)."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def _clamp(x: float, lo: float, hi: float) -> float:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from websockets.exceptions import ConnectionClosed
 
+from wsnb._format import percentile
 from wsnb.doctor.probe import (
     PINGS,
     _Conn,
@@ -23,7 +24,6 @@ from wsnb.doctor.probe import (
 from wsnb.doctor.report import (
     _clamp,
     _ms,
-    _percentile,
     _secs,
 )
 
@@ -48,7 +48,7 @@ async def _check_liveness(ctx: _Ctx) -> None:
         ctx.pings_answered = bool(rtts)
         ctx.facts["pings_answered"] = len(rtts)
         if rtts:
-            p50, p99 = statistics.median(rtts), _percentile(rtts, 99)
+            p50, p99 = statistics.median(rtts), percentile(rtts, 99)
             ctx.facts.update(ping_p50_ms=round(p50, 3), ping_p99_ms=round(p99, 3))
             slow = p99 > 500
             text = (f"{len(rtts)}/{PINGS} answered, p50 {_ms(p50 / 1000)}, "

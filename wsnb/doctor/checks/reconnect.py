@@ -34,7 +34,7 @@ async def _check_reconnect(ctx: _Ctx) -> None:
         try:
             conn = await _open(ctx)
         except _OpenFailed as fail:
-            outcome = "throttled" if fail.kind == "throttled" else "refused"
+            outcome = "throttled" if fail.throttled else "refused"
             detail = fail.text + (f" (Retry-After: {fail.retry_after})"
                                   if fail.retry_after else "")
             value, advice = fail.status, fail.advice

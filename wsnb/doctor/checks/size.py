@@ -9,6 +9,7 @@ from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
+from wsnb._format import fmt_bytes
 from wsnb.doctor.probe import (
     DEFAULT_CAP,
     _Conn,
@@ -18,10 +19,7 @@ from wsnb.doctor.probe import (
     _OpenFailed,
     _shut,
 )
-from wsnb.doctor.report import (
-    _clamp,
-    fmt_bytes,
-)
+from wsnb.doctor.report import _clamp
 
 
 def _probe_text(protocol: str, n: int) -> str:
