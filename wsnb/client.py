@@ -15,9 +15,11 @@ from enum import IntEnum
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import orjson
+
 from wsnb._receipt import Receipt
 from wsnb._secret import Secret, masked_url, optional_secret, safe_url, scrub
-from wsnb.errors import AuthError, Backpressure, NotOpen, Refused
+from wsnb.errors import AuthError, Backpressure, NotOpen, ProtocolError, Refused
 from wsnb.link import Link
 from wsnb.loop import LoopChoice, call_on, choose_loop, on_own_loop
 from wsnb.protocol import envelope
@@ -118,6 +120,15 @@ class Client:
         retry_codes: close codes after which to reconnect even if normally final
             (e.g. ``{1000}`` for a server that closes idle clients with 1000).
         on_message: called with each message (sync or async) instead of the inbox.
+        on_open: called with the client after every (re)connect, before the outbox
+            flushes (sync or async): re-authenticate, resubscribe, send a protocol's
+            greeting. What it sends goes out first (raw mode) or in id order (wsnb).
+        reply_key: how `request` pairs replies with requests: a field name (the
+            application's own id, e.g. ``"id"`` for JSON-RPC) or a function
+            ``payload -> key`` (None when a message is not a reply).
+        max_requests: requests awaiting a reply at most.
+        decode: raw mode: ``"text"`` delivers text frames exactly as sent; ``"json"``
+            parses them strictly (RFC 8259) and delivers text that is not JSON as is.
         timeline: where events are recorded (a new `Timeline` by default).
         loop: ``"auto"`` (wsnb's loop thread in a notebook), ``"thread"``, ``"current"``
             or an event loop.
@@ -153,6 +164,10 @@ class Client:
         final_codes: Iterable[int] = (),
         retry_codes: Iterable[int] = (),
         on_message: Callable[[Any], Awaitable[None] | None] | None = None,
+        on_open: Callable[[Client], Awaitable[None] | None] | None = None,
+        reply_key: str | Callable[[Any], Any] = "id",
+        max_requests: int = 10_000,
+        decode: Literal["text", "json"] = "text",
         timeline: Timeline | None = None,
         loop: LoopChoice = "auto",
         seed: int | None = None,
@@ -193,6 +208,14 @@ class Client:
         self.subprotocols = list(subprotocols)
         self.origin = origin
         self.on_message = on_message
+        self.on_open = on_open
+        self.reply_key = reply_key
+        self.max_requests = max_requests
+        if decode not in ("text", "json"):
+            raise ValueError(f'decode must be "text" or "json", not {decode!r}')
+        self.decode = decode
+        self._requests: dict[Any, tuple[asyncio.Future[Any], float, Receipt]] = {}
+        self._greeting: list[Any] | None = None  # messages on_open sends, while it runs
         self.name = name
         self.timeline = timeline if timeline is not None else Timeline()
         self._loop = choose_loop(loop)
@@ -388,13 +411,93 @@ class Client:
         out = sender.add(data, time.monotonic(), z=z, size=size,  # type: ignore[arg-type]
                          binary=isinstance(data, bytes))
         out.handle = receipt = Receipt(out.id, raw=self.protocol == "raw")
+        if self._greeting is not None and self.protocol == "raw":
+            # on_open's greeting jumps the queue: raw ids are only local counters
+            sender.unsent.pop()
+            sender.unsent.insert(len(self._greeting), out)
+            self._greeting.append(out)
         self.timeline.record("sent", direction="out", id=out.id, size=size, peer=self.name)
         if not self.ready:
             self.timeline.record("queued", direction="out", id=out.id, size=size,
                                  peer=self.name, detail="not READY: held in outbox")
         elif self.link is not None:
+            if self._greeting is not None and self.protocol == "raw":
+                self.link.conn.greeting += 1  # the greeting goes out, the rest stays held
             self.link.kick()
         return receipt
+
+    def _key_of(self, payload: Any) -> Any:
+        """The application's id in `payload` under `reply_key` (None if it has none)."""
+        if callable(self.reply_key):
+            try:
+                return self.reply_key(payload)
+            except Exception:  # a rule that does not apply to this message
+                return None
+        return payload.get(self.reply_key) if isinstance(payload, dict) else None
+
+    async def request(self, payload: Any, timeout: float | None = 10.0) -> Any:
+        """Send `payload` and return the reply that carries the same application id.
+
+        The id is read with `reply_key` (a field such as ``"id"``, or a function),
+        from the request and from every incoming message; the matching reply is
+        returned (parsed JSON, or the text in raw mode when it is not JSON) and
+        is not put in the inbox. The timeline gets ``request`` and ``reply``
+        rows with the id and the latency (`Timeline.requests`). In raw mode the
+        request's receipt becomes "acked" when its reply arrives: nothing else
+        confirms that a raw message was received.
+        """
+        key = self._key_of(payload)
+        if key is None or isinstance(key, (dict, list)):
+            raise ValueError(f"request payload has no usable id under reply_key="
+                             f"{self.reply_key!r} (got {key!r})")
+        return await call_on(self._loop, self._request(payload, key, timeout))
+
+    async def _request(self, payload: Any, key: Any, timeout: float | None) -> Any:
+        if key in self._requests:
+            raise ValueError(f"a request with id {key!r} is already waiting for its reply")
+        if len(self._requests) >= self.max_requests:
+            raise Backpressure(f"{len(self._requests)} requests wait for replies "
+                               f"(max_requests={self.max_requests})")
+        future: asyncio.Future[Any] = self._loop.create_future()
+        receipt = await self.send(payload)
+        self._requests[key] = (future, time.monotonic(), receipt)
+        self.timeline.record("request", direction="out", id=receipt.id or None,
+                             peer=self.name, detail=f"id={key!r}"[:200])
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            self.timeline.record("error", peer=self.name,
+                                 detail=f"no reply to request id={key!r} within {timeout} s")
+            raise TimeoutError(f"no reply to request id={key!r} within {timeout} s") from None
+        finally:
+            self._requests.pop(key, None)
+
+    def _match_reply(self, payload: Any) -> bool:
+        """Resolve the request `payload` answers; True if it was a reply to one."""
+        value = payload
+        if isinstance(payload, (str, bytes)) and self.protocol == "raw":
+            try:
+                value = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                return False
+        key = self._key_of(value)
+        if key is None or isinstance(key, (dict, list)):
+            return False
+        waiting = self._requests.get(key)
+        if waiting is None:
+            if self._requests:
+                self.timeline.record("error", direction="in", peer=self.name,
+                                     detail=f"a reply with id={key!r} matches no request"[:200])
+            return False
+        future, started, receipt = waiting
+        latency = (time.monotonic() - started) * 1000
+        self.timeline.record("reply", direction="in", id=receipt.id or None, peer=self.name,
+                             detail=f"id={key!r}"[:200], latency_ms=latency)
+        if self.protocol == "raw" and receipt.state == "written":
+            receipt.state, receipt.latency_ms = "acked", latency  # confirmed by its reply
+        if not future.done():
+            future.set_result(value)
+        return True
 
     @on_own_loop
     async def recv(self, timeout: float | None = None) -> Any:
@@ -536,14 +639,19 @@ class Client:
         record = self.timeline.record
         for msg_id, _ in event.messages:
             record("received", direction="in", id=msg_id, peer=self.name)
+        messages = event.messages
+        if self.decode == "json" and self.protocol == "raw":
+            messages = tuple((i, _strict_json(p)) for i, p in messages)
+        if self._requests:
+            messages = tuple(m for m in messages if not self._match_reply(m[1]))
         if self.on_message is None:
-            self.inbox.extend(payload for _, payload in event.messages)
+            self.inbox.extend(payload for _, payload in messages)
         elif not self._async_handler:
-            for _, payload in event.messages:
+            for _, payload in messages:
                 self._call_handler(payload)
-        else:
+        elif messages:
             self._handler_busy = True
-            asyncio.ensure_future(self._run_handler([p for _, p in event.messages]))
+            asyncio.ensure_future(self._run_handler([p for _, p in messages]))
         self._notify()
 
     def _call_handler(self, payload: Any) -> None:
@@ -576,6 +684,30 @@ class Client:
         self.durable = event.durable
         self.server_heartbeat_ms = event.heartbeat_ms
         self._became_ready()  # before the link flushes the outbox: READY precedes "written"
+        self._start_on_open()
+
+    def _start_on_open(self) -> None:
+        """Run `on_open` before anything queued is written (the outbox is held)."""
+        link = self.link
+        if self.on_open is None or link is None:
+            return
+        link.conn.hold_outbox, link.conn.greeting = True, 0
+        self._greeting = []
+        asyncio.ensure_future(self._run_on_open(link))
+
+    async def _run_on_open(self, link: Link) -> None:
+        assert self.on_open is not None
+        try:
+            result = self.on_open(self)
+            if result is not None:
+                await asyncio.wait_for(result, self.handshake_timeout)
+        except Exception as exc:  # shown, and the outbox is released all the same
+            self.timeline.record("error", peer=self.name,
+                                 detail=f"on_open raised {type(exc).__name__}: {exc}"[:200])
+        finally:
+            self._greeting = None
+            link.conn.hold_outbox = False
+            link.pump()
 
     def _became_ready(self) -> None:
         self.last_error = ""
@@ -639,6 +771,8 @@ class Client:
                     raw_ping_s=self.raw_ping_interval if self.protocol == "raw" else None)
         self.link = link
         self._grant_initial(conn)
+        if self.on_open is not None:  # nothing queued goes out before the hook has run
+            conn.hold_outbox = True
         return link
 
     def _grant_initial(self, conn: Connection) -> None:
@@ -680,6 +814,7 @@ class Client:
                         detail=f"subprotocol {ws.subprotocol}" if ws.subprotocol else "")
         if self.protocol == "raw":
             self._became_ready()
+            self._start_on_open()
             link.pump()
         try:
             await asyncio.shield(link.closed)
@@ -700,3 +835,13 @@ def _text(secret: Secret | None) -> str | None:
         return None
     value = secret.reveal()
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _strict_json(value: Any) -> Any:
+    """`value` parsed as strict JSON when it is text that is JSON; unchanged otherwise."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return envelope.loads(value)
+    except ProtocolError:
+        return value

@@ -23,6 +23,8 @@ Event types (``EVENT_TYPES``):
 - ``close``: the connection closed; ``detail`` is ``"code reason"``.
 - ``error``: an error in a background task; ``detail`` describes it.
 - ``chaos``: a fault was injected (test proxy / chaos mode); ``detail`` names it.
+- ``request`` / ``reply``: `Client.request` sent a request and got its reply; ``detail``
+  is the application's own id (``id=...``), ``latency_ms`` on the reply is the round trip.
 
 Other columns: ``direction`` is ``"out"``, ``"in"`` or ``""``; ``id`` is the
 message id (or missing); ``size`` is in bytes; ``peer`` names the other end.
@@ -63,6 +65,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "close",
     "error",
     "chaos",
+    "request",
+    "reply",
 )
 DIRECTIONS: tuple[str, ...] = ("", "out", "in")
 COLUMNS: tuple[str, ...] = (
@@ -303,6 +307,25 @@ class Timeline:
     def states(self, last: int | None = None) -> pd.DataFrame:
         """Events of types state, close, error, chaos."""
         return _frame(self._snapshot(None), _STATE_MASK, _check_last(last))
+
+    def requests(self) -> pd.DataFrame:
+        """One row per `Client.request`: the application's id, when it was sent and
+        answered, and the request-to-reply latency (NaN while unanswered)."""
+        events = self.events()
+        sent = events[events["type"] == "request"][["time", "detail", "peer"]]
+        replies = events[events["type"] == "reply"][["time", "detail", "latency_ms"]]
+        sent = sent.rename(columns={"time": "sent", "detail": "request"})
+        replies = replies.rename(columns={"time": "replied", "detail": "request"})
+        if sent.empty:
+            return pd.DataFrame(columns=["request", "sent", "replied", "latency_ms", "peer"])
+        merged = pd.merge_asof(replies.sort_values("replied"), sent.sort_values("sent"),
+                               left_on="replied", right_on="sent", by="request",
+                               direction="backward") if not replies.empty else None
+        out = sent.merge(merged[["request", "sent", "replied", "latency_ms"]],
+                         on=["request", "sent"], how="left") if merged is not None else \
+            sent.assign(replied=pd.NaT, latency_ms=float("nan"))
+        out["request"] = out["request"].str.removeprefix("id=")
+        return out[["request", "sent", "replied", "latency_ms", "peer"]].reset_index(drop=True)
 
     # ----- files (wsnb.har) --------------------------------------------------
 

@@ -234,7 +234,8 @@ class Connection:
     Knobs the owner may change on a live connection: ``defer_processing``
     (server workers: each verified message comes out as `ToProcess`, and
     `processed` puts it back in order), ``ack_hold`` (seconds to hold acks:
-    chaos), ``answer_pings``, ``room`` (via `grant`).
+    chaos), ``answer_pings``, ``room`` (via `grant`), ``hold_outbox`` (write no
+    message but the first ``greeting`` ones: an ``on_open`` hook is running).
     """
 
     is_client: bool
@@ -252,6 +253,8 @@ class Connection:
     attached: bool = True
     defer_processing: bool = False
     ack_hold: float = 0.0
+    hold_outbox: bool = False
+    greeting: int = 0
     _events: list[Event] = field(default_factory=list)
     _control: list[str] = field(default_factory=list)
     _series: _Series | None = None
@@ -321,6 +324,8 @@ class Connection:
             return True
         if self.phase is not Phase.READY or self.session is None or not self.attached:
             return False
+        if self.hold_outbox and not self.greeting:
+            return self._series is not None
         return self._series is not None or bool(self.session.sender.unsent)
 
     def next_deadline(self) -> float | None:
@@ -718,12 +723,13 @@ class Connection:
             self._next_slice(frames, now)
             return frames
         sender = session.sender
-        if not sender.unsent:
+        if not sender.unsent or (self.hold_outbox and not self.greeting):
             return frames
         batch: list[Outgoing] = []
         size = 0
         opts = self.options
-        while sender.unsent and len(batch) < opts.max_batch and size < opts.max_batch_bytes:
+        limit = min(opts.max_batch, self.greeting) if self.hold_outbox else opts.max_batch
+        while sender.unsent and len(batch) < limit and size < opts.max_batch_bytes:
             out = sender.unsent[0]
             if not opts.raw and self._is_big(out):
                 if batch:
@@ -736,6 +742,8 @@ class Connection:
             frames.append(self._frame_for(out))
             batch.append(out)
             size += out.size
+        if self.hold_outbox:
+            self.greeting -= len(batch)
         for out in batch:
             sender.written(out, now, expect_ack=not opts.raw)
         self._events.append(Written(tuple(batch)))
