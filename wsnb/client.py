@@ -19,6 +19,8 @@ import orjson
 
 from wsnb._receipt import Receipt
 from wsnb._secret import Secret, masked_url, optional_secret, safe_url, scrub
+from wsnb.dialects import CONSUMED, Dialect
+from wsnb.dialects import get as get_dialect
 from wsnb.errors import AuthError, Backpressure, NotOpen, ProtocolError, Refused
 from wsnb.link import Link
 from wsnb.loop import LoopChoice, call_on, choose_loop, on_own_loop
@@ -127,6 +129,10 @@ class Client:
             application's own id, e.g. ``"id"`` for JSON-RPC) or a function
             ``payload -> key`` (None when a message is not a reply).
         max_requests: requests awaiting a reply at most.
+        dialect: an application protocol spoken over raw mode (``"jsonrpc"``,
+            ``"graphql-transport-ws"``, ``"socketio"`` or a `wsnb.dialects.Dialect`):
+            its greeting, heartbeats, request/reply pairing, subprotocol and final
+            close codes. Implies ``protocol="raw"``.
         decode: raw mode: ``"text"`` delivers text frames exactly as sent; ``"json"``
             parses them strictly (RFC 8259) and delivers text that is not JSON as is.
         timeline: where events are recorded (a new `Timeline` by default).
@@ -168,12 +174,22 @@ class Client:
         reply_key: str | Callable[[Any], Any] = "id",
         max_requests: int = 10_000,
         decode: Literal["text", "json"] = "text",
+        dialect: str | Dialect | None = None,
         timeline: Timeline | None = None,
         loop: LoopChoice = "auto",
         seed: int | None = None,
         name: str = "client",
     ) -> None:
         self._url = Secret(check_url(url))  # a query string may carry a token
+        self.dialect = get_dialect(dialect) if dialect is not None else None
+        if self.dialect is not None:
+            protocol = "raw"
+            subprotocols = [*subprotocols, *self.dialect.subprotocols]
+            final_codes = {*final_codes, *self.dialect.final_codes}
+            retry_codes = {*retry_codes, *self.dialect.retry_codes}
+            on_open = on_open or self.dialect.on_open
+            if self.dialect.reply_key is not None:
+                reply_key = self.dialect.reply_key
         if protocol not in ("wsnb", "raw"):
             raise ValueError(f'protocol must be "wsnb" or "raw", not {protocol!r}')
         if when_closed not in ("queue", "raise", "drop"):
@@ -216,6 +232,7 @@ class Client:
         self.decode = decode
         self._requests: dict[Any, tuple[asyncio.Future[Any], float, Receipt]] = {}
         self._greeting: list[Any] | None = None  # messages on_open sends, while it runs
+        self._request_ids = 0
         self.name = name
         self.timeline = timeline if timeline is not None else Timeline()
         self._loop = choose_loop(loop)
@@ -446,7 +463,15 @@ class Client:
         request's receipt becomes "acked" when its reply arrives: nothing else
         confirms that a raw message was received.
         """
-        key = self._key_of(payload)
+        dialect = self.dialect
+        if dialect is not None and dialect.make_request is not None:
+            self._request_ids += 1
+            key = self._request_ids
+            payload = dialect.make_request(payload, key)
+        elif dialect is not None and dialect.request_key is not None:
+            key = dialect.request_key(payload)
+        else:
+            key = self._key_of(payload)
         if key is None or isinstance(key, (dict, list)):
             raise ValueError(f"request payload has no usable id under reply_key="
                              f"{self.reply_key!r} (got {key!r})")
@@ -475,7 +500,9 @@ class Client:
     def _match_reply(self, payload: Any) -> bool:
         """Resolve the request `payload` answers; True if it was a reply to one."""
         value = payload
-        if isinstance(payload, (str, bytes)) and self.protocol == "raw":
+        if callable(self.reply_key):
+            pass  # a rule (or dialect) that reads the frame as it came
+        elif isinstance(payload, (str, bytes)) and self.protocol == "raw":
             try:
                 value = orjson.loads(payload)
             except orjson.JSONDecodeError:
@@ -640,6 +667,20 @@ class Client:
         for msg_id, _ in event.messages:
             record("received", direction="in", id=msg_id, peer=self.name)
         messages = event.messages
+        intercept = self.dialect.intercept if self.dialect is not None else None
+        if intercept is not None:
+            seen = []
+            for msg_id, payload in messages:
+                try:
+                    value = intercept(self, payload)
+                except Exception as exc:  # a frame the dialect cannot read: shown, delivered
+                    self.timeline.record("error", direction="in", id=msg_id, peer=self.name,
+                                         detail=f"{self.dialect.name if self.dialect else ''}: "
+                                                f"{type(exc).__name__}: {exc}"[:200])
+                    value = payload
+                if value is not CONSUMED:
+                    seen.append((msg_id, value))
+            messages = tuple(seen)
         if self.decode == "json" and self.protocol == "raw":
             messages = tuple((i, _strict_json(p)) for i, p in messages)
         if self._requests:

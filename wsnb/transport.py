@@ -37,6 +37,7 @@ from websockets.typing import Origin, Subprotocol
 from websockets.uri import parse_uri
 
 from wsnb._secret import TRANSPORT_LOGGER
+from wsnb.failures import classify
 
 #: Seconds to wait for the peer to finish a closing handshake before dropping TCP.
 CLOSE_TIMEOUT = 2.0
@@ -391,45 +392,50 @@ async def connect(url: str, handler_for: Callable[[WebSocketProtocol], Handler |
         if wsuri.secure:
             ssl = options.ssl or ssl_module.create_default_context()
         deadline = time.monotonic() + options.open_timeout
+        proto: WebSocketProtocol | None = None
         try:
-            _, proto = await asyncio.wait_for(loop.create_connection(
+            _, opened = await asyncio.wait_for(loop.create_connection(
                 factory, wsuri.host, wsuri.port, ssl=ssl,
                 server_hostname=wsuri.host if ssl else None), options.open_timeout)
-            await asyncio.wait_for(asyncio.shield(proto.opened),
+            proto = opened
+            await asyncio.wait_for(asyncio.shield(opened.opened),
                                    max(0.0, deadline - time.monotonic()))
-        except ssl_module.SSLCertVerificationError as exc:
-            raise UpgradeFailed(f"TLS certificate not trusted: {exc.verify_message}",
-                                tls=True) from None
-        except ssl_module.SSLError as exc:
-            raise UpgradeFailed(f"TLS handshake failed: {exc.reason}", tls=True) from None
-        except TimeoutError:
-            raise UpgradeFailed(f"no upgrade within {options.open_timeout:g} s") from None
         except InvalidStatus as exc:
             response = exc.response
             if response.status_code in (301, 302, 303, 307, 308):
-                location = response.headers.get("Location")
-                if location is None:
-                    raise UpgradeFailed(f"HTTP {response.status_code} redirect without a "
-                                        "Location", response.status_code) from None
-                new_url = urljoin(url, location)
-                if urlsplit(new_url).scheme not in ("ws", "wss") or "#" in new_url:
-                    raise UpgradeFailed(f"HTTP {response.status_code} redirect to an address "
-                                        "that is not a WebSocket URL (ws:// or wss://, no "
-                                        "#fragment)", response.status_code) from None
-                if urlsplit(url).scheme == "wss" and urlsplit(new_url).scheme == "ws":
-                    raise UpgradeFailed("redirect from wss:// to ws:// refused",
-                                        response.status_code) from None
-                url = new_url
+                url = _follow(url, response)
                 continue
-            raise UpgradeFailed(_describe_status(response), response.status_code,
-                                response.headers) from None
-        except InvalidHandshake as exc:
-            raise UpgradeFailed(f"not a valid WebSocket upgrade: {type(exc).__name__}") from None
-        except OSError as exc:
-            raise UpgradeFailed(f"cannot connect: {exc.strerror or type(exc).__name__}") \
-                from None
-        return proto
+            raise _failed(exc, url, options, proto) from None
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            if proto is not None:
+                proto.abort()
+            raise _failed(exc, url, options, proto) from None
+        return opened
     raise UpgradeFailed(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _follow(url: str, response: Response) -> str:
+    """The next URL of a redirect, or `UpgradeFailed` when it cannot be followed."""
+    status = response.status_code
+    location = response.headers.get("Location")
+    if location is None:
+        raise UpgradeFailed(f"HTTP {status} redirect without a Location", status)
+    new_url = urljoin(url, location)
+    if urlsplit(new_url).scheme not in ("ws", "wss") or "#" in new_url:
+        raise UpgradeFailed(f"HTTP {status} redirect to an address that is not a WebSocket "
+                            "URL (ws:// or wss://, no #fragment)", status)
+    if urlsplit(url).scheme == "wss" and urlsplit(new_url).scheme == "ws":
+        raise UpgradeFailed("redirect from wss:// to ws:// refused", status)
+    return new_url
+
+
+def _failed(exc: BaseException, url: str, options: ConnectOptions,
+            proto: WebSocketProtocol | None) -> UpgradeFailed:
+    """`UpgradeFailed` from the one failure classifier (`wsnb.failures`)."""
+    failure = classify(exc, url=url, timeout=options.open_timeout,
+                       phase="upgrade" if proto is not None else "connect")
+    headers = exc.response.headers if isinstance(exc, InvalidStatus) else None
+    return UpgradeFailed(failure.line, failure.status, headers, tls=failure.kind == "tls")
 
 
 # ----- server -----------------------------------------------------------------
