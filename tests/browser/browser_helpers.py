@@ -10,28 +10,17 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from jupyter_runner import poll  # noqa: F401 - re-exported to the page tests
 
 CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = "notebooks/00_quickstart.ipynb"
-
-
-def poll(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
-    """Call `predicate` until it returns something truthy; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout} s: {what}")
-        time.sleep(step)
 
 
 @contextmanager

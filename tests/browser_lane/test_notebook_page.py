@@ -11,26 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import pytest
-from lane_helpers import CHROMIUM, REPO, ThreadEcho, poll
+from jupyter_runner import poll, run_jupyter
+from lane_helpers import CHROMIUM, REPO, ThreadEcho
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(150)]
-
-SETTINGS = {
-    "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
-    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
-        "fetchNews": "false", "checkForUpdates": False},
-}
 
 CELL = """\
 import json
@@ -51,12 +41,6 @@ print("RESULT " + json.dumps({{"mode": sock.mode, "reason": sock.mode_reason, "r
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 FRONT_ENDS = {  # app, its traitlets class, the notebook's URL path
     "jupyterlab": ("lab", "LabApp", "lab/tree"),
     "notebook7": ("notebook", "JupyterNotebookApp", "notebooks"),
@@ -74,56 +58,16 @@ def front_end(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[
         pytest.skip(f"{CHROMIUM} not found")
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     pytest.importorskip("anywidget", reason="anywidget is not installed (pip install anywidget)")
-    settings = tmp_path / "settings"
-    for name, value in SETTINGS.items():
-        path = settings / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(value))
     root = tmp_path / "root"
     root.mkdir()
-    port = free_port()
     env = {
-        **os.environ,
-        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
         "IPYTHONDIR": str(tmp_path / "ipython"),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "WSNB_BROWSER": "",
     }
-    env.pop("WSNB_BROWSER", None)
-    log_path = tmp_path / f"{app}.log"
     extra = ["--LabApp.news_url=None"] if app == "lab" else []
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter", app, "--no-browser", "--allow-root",
-             "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-             "--ServerApp.port_retries=0", "--ServerApp.token=", "--ServerApp.password=",
-             f"--ServerApp.root_dir={root}", f"--{app_class}.user_settings_dir={settings}",
-             f"--{app_class}.workspaces_dir={tmp_path / 'workspaces'}",
-             f"--{app_class}.expose_app_in_browser=True", *extra],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
-        base = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            if proc.poll() is not None:
-                pytest.fail(f"jupyter {app} exited: {log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/api/status", timeout=1) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        try:
-            poll(up, 40, f"jupyter {app} answering")
-            yield base, url_path
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
+    with run_jupyter(app, app_class, tmp_path, root, env=env, extra_args=extra) as base:
+        yield base, url_path
 
 def notebook_state(page: Any) -> dict[str, Any]:
     """Kernel status, cells run, cell errors and text outputs, from the exposed app."""
