@@ -20,14 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import json
 import ssl as ssl_module
 import time
 from datetime import datetime
 from typing import IO, Any, TextIO
 
-from wsnb.cli._common import EXIT_OK, err
+from wsnb.cli._common import EXIT_OK, err, status_lines
 
 #: Characters of a text message shown by ``--raw`` (the rest is counted).
 PREVIEW = 200
@@ -228,24 +227,9 @@ async def serve_plain(args: argparse.Namespace, mode: str, tls: ssl_module.SSLCo
                 return 1
             print(f"{_url(listener.sockets[0], tls is not None)}  {_banner(args, mode)}",
                   file=out, flush=True)
-            last_line = ""
-            last_count, last_time = 0, time.monotonic()
             try:
-                while not stop.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), max(0.05, args.status_interval))
-                    if args.quiet:
-                        continue
-                    now = time.monotonic()
-                    rate = (state.received - last_count) / max(now - last_time, 1e-9)
-                    last_count, last_time = state.received, now
-                    line = state.status(rate)
-                    if state.tty:
-                        out.write("\r" + line + "\x1b[K")
-                        out.flush()
-                    elif line != last_line:
-                        print(line, file=out, flush=True)
-                    last_line = line
+                await status_lines(stop, out, interval=args.status_interval, quiet=args.quiet,
+                                   count=lambda: state.received, render=state.status)
                 listener.close()
                 handlers = list(state.handlers)
                 for handler in handlers:

@@ -16,11 +16,10 @@ import os
 import signal
 import ssl as ssl_module
 import sys
-import time
 from collections.abc import AsyncIterator
 from typing import Any, TextIO
 
-from wsnb.cli._common import EXIT_OK, EXIT_USAGE, err
+from wsnb.cli._common import EXIT_OK, EXIT_USAGE, err, status_lines
 
 CHAOS_KEYS = "drop=P (0..1: drop a frame and its TCP connection), reorder=N (N workers " \
              "process out of order), delay-ack=MS (hold acks back)"
@@ -230,24 +229,10 @@ async def _serve(args: argparse.Namespace, chaos: dict[str, Any],
             err("serve", f"warning: listening on {args.host} without a token: anyone who can "
                          "reach this port can connect")
         tty = out.isatty()
-        last_line = ""
-        last_count, last_time = 0, time.monotonic()
         try:
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), max(0.05, args.status_interval))
-                if args.quiet:
-                    continue
-                now = time.monotonic()
-                rate = (count - last_count) / max(now - last_time, 1e-9)
-                last_count, last_time = count, now
-                line = _status(server, count, rate)
-                if tty:
-                    out.write("\r" + line + "\x1b[K")
-                    out.flush()
-                elif line != last_line:
-                    print(line, file=out, flush=True)
-                last_line = line
+            await status_lines(stop, out, interval=args.status_interval, quiet=args.quiet,
+                               count=lambda: count,
+                               render=lambda rate: _status(server, count, rate))
             open_connections = len(server.connections)
             await server.close(1001, "server shutting down")
         except asyncio.CancelledError:
