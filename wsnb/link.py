@@ -31,6 +31,7 @@ from wsnb.protocol.connection import (
     PingSent,
     PongReceived,
     Refused,
+    ToDecode,
     Written,
 )
 
@@ -63,6 +64,7 @@ class Link:
         self._timer_at = float("inf")
         self._soon: asyncio.Handle | None = None
         self._ping_sent: dict[bytes, float] = {}
+        self._jobs: set[asyncio.Task[None]] = set()
 
     # --- transport callbacks ---------------------------------------------------------
 
@@ -243,6 +245,9 @@ class Link:
                 assert isinstance(event, PeerError)
                 record("error", direction="in", peer=peer,
                        detail=f"peer says {event.code}: {event.reason}"[:200])
+            elif kind is ToDecode:
+                assert isinstance(event, ToDecode)
+                self._decode_later(event)
             elif kind is PingReceived:
                 record("ping", direction="in", peer=peer)
             elif kind is PingSent:
@@ -265,6 +270,19 @@ class Link:
                 self.on_event(event)
             else:
                 self.on_event(event)
+
+    def _decode_later(self, event: ToDecode) -> None:
+        """Parse a big joined message in a worker thread; the loop keeps its heartbeats."""
+        conn = self.conn
+
+        async def run() -> None:
+            result = await asyncio.to_thread(conn.decode, event.id, event.raw)
+            conn.decoded(event.id, result, len(event.raw))
+            self.pump()
+
+        task = self.loop.create_task(run())
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
 
     # --- commands ---------------------------------------------------------------------
 

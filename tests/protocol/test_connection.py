@@ -557,3 +557,25 @@ def test_data_before_handshake_ack_is_named_as_such() -> None:
     closes = [e for e in server.events() if isinstance(e, CloseNow)]
     assert closes[0].code == 1002 and "sent before handshake_ack" in closes[0].reason
     assert '"not_ready"' in str(server.data_to_send(0.0))
+
+
+def test_big_messages_are_decoded_off_the_loop_then_ordered() -> None:
+    from wsnb.protocol.connection import ToDecode
+
+    world, client, server = ready_pair(max_size=4096, offload_bytes=2048)
+    world.client_session.sender.add(payload(1, 5000), world.now)  # chunked, over 2 KiB
+    world.client_session.sender.add(payload(2, 0), world.now)
+    frames: list[str | bytes] = []
+    for _ in range(10):
+        frames += client.data_to_send(world.now)
+    for f in frames:
+        server.receive_frame(f.encode() if isinstance(f, str) else f, world.now)
+    events = server.events()
+    jobs = [e for e in events if isinstance(e, ToDecode)]
+    assert [e.id for e in jobs] == [1]
+    assert not any(isinstance(e, Delivered) for e in events)  # 2 waits for 1
+    server.decoded(1, server.decode(1, jobs[0].raw), len(jobs[0].raw))  # "in a thread"
+    delivered = [i for e in server.events() if isinstance(e, Delivered) for i, _ in e.messages]
+    assert delivered == [1, 2]
+    bad = server.decode(3, b'{"type":"ping","ts":1}')
+    assert bad.code == "bad_envelope" and bad.id == 3

@@ -52,7 +52,8 @@ class Options:
     ``chunk_size`` is in code points. ``max_size`` is the largest frame this
     side accepts (a server advertises it). ``heartbeat_ms`` is what a server
     advertises; a client learns it from ``handshake_ack``. ``raw`` (client
-    only) speaks plain frames: no handshake, no acks.
+    only) speaks plain frames: no handshake, no acks. A joined message over
+    ``offload_bytes`` is handed out as `ToDecode` (parsed off the event loop).
     """
 
     secret: bytes | None = field(default=None, repr=False)
@@ -69,6 +70,7 @@ class Options:
     retry_codes: frozenset[int] = frozenset()
     max_batch: int = 256
     max_batch_bytes: int = 64 * 1024
+    offload_bytes: int = 1 << 20
 
 
 # ----- events -----------------------------------------------------------------
@@ -147,6 +149,14 @@ class ToProcess:
 
 
 @dataclass(frozen=True, slots=True)
+class ToDecode:
+    """A big joined message: run `Connection.decode` off the event loop, then `decoded`."""
+
+    id: int
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Duplicate:
     """A message id already delivered arrived again: acked again, dropped."""
 
@@ -208,7 +218,7 @@ class Closed:
 
 
 Event = (HandshakeReceived | Ready | Written | ChunkProgress | Acked | Refused | Delivered
-         | ToProcess | Duplicate | Complained | PeerError | PingReceived | PingSent
+         | ToProcess | ToDecode | Duplicate | Complained | PeerError | PingReceived | PingSent
          | PongReceived | CloseNow | Closed)
 
 
@@ -580,30 +590,52 @@ class Connection:
             return
         if text is None:
             return
-        chunk_id = frame["id"]
         raw = text.encode("utf-8")
+        if len(raw) > self.options.offload_bytes:
+            self._events.append(ToDecode(frame["id"], raw))  # parsed off the event loop
+        else:
+            self.decoded(frame["id"], self.decode(frame["id"], raw), len(raw))
+
+    def decode(self, chunk_id: int, raw: bytes) -> Any:
+        """Parse, verify and decode a joined chunk series; returns the payload or the
+        `ProtocolError` that refuses it. Pure and thread-safe: `ToDecode` runs it in a
+        worker thread so a big message never stalls heartbeats."""
         try:
             joined = envelope.parse_frame(raw)
             if joined["type"] != "msg" or joined["id"] != chunk_id:
                 raise ProtocolError("bad_envelope", f"chunks {chunk_id} must join into msg "
                                     f"{chunk_id}")
+            return self._payload(joined, raw)
         except ProtocolError as exc:
             exc.id, exc.frame_type = chunk_id, "chunk"
-            self._complain(exc)
-            return
-        self._on_msg(joined, raw, len(raw))
+            return exc
+
+    def decoded(self, id: int, result: Any, size: int) -> None:
+        """The outcome of `decode` (a payload, or the `ProtocolError` that refuses it)."""
+        if isinstance(result, ProtocolError):
+            self._complain(result)
+        elif self.defer_processing:
+            self._events.append(ToProcess(id, result, size))
+        else:
+            self.processed(id, result, size)
+
+    def _payload(self, frame: dict[str, Any], raw: bytes | None) -> Any:
+        opts = self.options
+        if opts.secret is not None:
+            session_id = self.session.id if self.session is not None else None
+            envelope.verify_msg(frame, opts.secret, session=session_id or "", now_ms=wall_ms(),
+                                replay_window_ms=opts.replay_window_ms, raw=raw)
+        return envelope.decode_payload(frame, opts.max_message)
 
     def _on_msg(self, frame: dict[str, Any], raw: bytes | None, size: int) -> None:
         session = self.session
         if session is None or not self.attached:
             return
-        opts = self.options
+        if frame["z"] == 1 and raw is not None and size > self.options.offload_bytes // 16:
+            self._events.append(ToDecode(frame["id"], raw))  # inflating may take long
+            return
         try:
-            if opts.secret is not None:
-                assert session.id is not None
-                envelope.verify_msg(frame, opts.secret, session=session.id, now_ms=wall_ms(),
-                                    replay_window_ms=opts.replay_window_ms, raw=raw)
-            payload = envelope.decode_payload(frame, opts.max_message)
+            payload = self._payload(frame, raw)
         except ProtocolError as exc:  # refused for good: nack (the id counts as consumed)
             self._complain(exc)
             return
