@@ -187,7 +187,6 @@ class Client:
             subprotocols = [*subprotocols, *self.dialect.subprotocols]
             final_codes = {*final_codes, *self.dialect.final_codes}
             retry_codes = {*retry_codes, *self.dialect.retry_codes}
-            on_open = on_open or self.dialect.on_open
             if self.dialect.reply_key is not None:
                 reply_key = self.dialect.reply_key
         if protocol not in ("wsnb", "raw"):
@@ -225,6 +224,12 @@ class Client:
         self.origin = origin
         self.on_message = on_message
         self.on_open = on_open
+        #: the dialect's greeting first, then the user's own hook
+        self._open_hooks = [hook for hook in (self.dialect.on_open if self.dialect else None,
+                                              on_open) if hook is not None]
+        #: per-client state a dialect keeps (subscriptions, negotiated values)
+        self.dialect_state: dict[str, Any] = {}
+        self._on_open_task: asyncio.Task[None] | None = None
         self.reply_key = reply_key
         self.max_requests = max_requests
         if decode not in ("text", "json"):
@@ -428,7 +433,10 @@ class Client:
         out = sender.add(data, time.monotonic(), z=z, size=size,  # type: ignore[arg-type]
                          binary=isinstance(data, bytes))
         out.handle = receipt = Receipt(out.id, raw=self.protocol == "raw")
-        if self._greeting is not None and self.protocol == "raw":
+        greeting = (self._greeting is not None and self.protocol == "raw"
+                    and asyncio.current_task() is self._on_open_task)
+        if greeting:
+            assert self._greeting is not None
             # on_open's greeting jumps the queue: raw ids are only local counters
             sender.unsent.pop()
             sender.unsent.insert(len(self._greeting), out)
@@ -438,7 +446,7 @@ class Client:
             self.timeline.record("queued", direction="out", id=out.id, size=size,
                                  peer=self.name, detail="not READY: held in outbox")
         elif self.link is not None:
-            if self._greeting is not None and self.protocol == "raw":
+            if greeting:
                 self.link.conn.greeting += 1  # the greeting goes out, the rest stays held
             self.link.kick()
         return receipt
@@ -512,7 +520,7 @@ class Client:
             return False
         waiting = self._requests.get(key)
         if waiting is None:
-            if self._requests:
+            if self._requests or self.dialect is not None:
                 self.timeline.record("error", direction="in", peer=self.name,
                                      detail=f"a reply with id={key!r} matches no request"[:200])
             return False
@@ -683,7 +691,7 @@ class Client:
             messages = tuple(seen)
         if self.decode == "json" and self.protocol == "raw":
             messages = tuple((i, _strict_json(p)) for i, p in messages)
-        if self._requests:
+        if self._requests or self.dialect is not None:
             messages = tuple(m for m in messages if not self._match_reply(m[1]))
         if self.on_message is None:
             self.inbox.extend(payload for _, payload in messages)
@@ -730,18 +738,19 @@ class Client:
     def _start_on_open(self) -> None:
         """Run `on_open` before anything queued is written (the outbox is held)."""
         link = self.link
-        if self.on_open is None or link is None:
+        if not self._open_hooks or link is None:
             return
         link.conn.hold_outbox, link.conn.greeting = True, 0
         self._greeting = []
-        asyncio.ensure_future(self._run_on_open(link))
+        self._on_open_task = asyncio.ensure_future(self._run_on_open(link))
 
     async def _run_on_open(self, link: Link) -> None:
-        assert self.on_open is not None
         try:
-            result = self.on_open(self)
-            if result is not None:
-                await asyncio.wait_for(result, self.handshake_timeout)
+            for hook in self._open_hooks:
+                result = hook(self)
+                if result is not None:  # in this task: its sends are the greeting
+                    async with asyncio.timeout(self.handshake_timeout):
+                        await result
         except Exception as exc:  # shown, and the outbox is released all the same
             self.timeline.record("error", peer=self.name,
                                  detail=f"on_open raised {type(exc).__name__}: {exc}"[:200])
@@ -812,7 +821,7 @@ class Client:
                     raw_ping_s=self.raw_ping_interval if self.protocol == "raw" else None)
         self.link = link
         self._grant_initial(conn)
-        if self.on_open is not None:  # nothing queued goes out before the hook has run
+        if self._open_hooks:  # nothing queued goes out before the hooks have run
             conn.hold_outbox = True
         return link
 

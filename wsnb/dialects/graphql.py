@@ -120,9 +120,9 @@ class _State:
 
 
 def _state(client: Client) -> _State:
-    found = client.__dict__.get("_graphql_transport_ws")
+    found = client.dialect_state.get("graphql-transport-ws")
     if found is None:
-        found = client.__dict__["_graphql_transport_ws"] = _State()
+        found = client.dialect_state["graphql-transport-ws"] = _State()
     return found  # type: ignore[no-any-return]
 
 
@@ -217,13 +217,6 @@ def intercept(client: Client, frame: Any) -> Any:
             return CONSUMED
         if kind == "complete":
             return CONSUMED  # the end of a query already answered by its `next`
-        key = reply_key(message)
-        waiting = getattr(client, "_requests", None)
-        if key is not None and waiting is not None and not waiting:
-            # the client records "matches no request" only while another request waits
-            client.timeline.record("error", direction="in", peer=client.name,
-                                   detail=f"a reply with id={key!r} matches no request "
-                                          f"({SUBPROTOCOL})"[:200])
     return message
 
 

@@ -139,11 +139,6 @@ def intercept(client: Client, frame: Any) -> Any:
                    detail=f"jsonrpc: error reply with id null: "
                           f"{JsonRpcError.from_reply(message)}"[:200])
         return message
-    # the client records "matches no request" only while another request waits
-    waiting = getattr(client, "_requests", None)
-    if waiting is not None and not waiting:
-        record("error", direction="in", peer=client.name,
-               detail=f"a reply with id={key!r} matches no request (jsonrpc)"[:200])
     return message
 
 
