@@ -671,9 +671,6 @@ class Client:
     _policy: ReconnectPolicy | None = None
 
     def _deliver(self, event: Delivered) -> None:
-        record = self.timeline.record
-        for msg_id, _ in event.messages:
-            record("received", direction="in", id=msg_id, peer=self.name)
         messages = event.messages
         intercept = self.dialect.intercept if self.dialect is not None else None
         if intercept is not None:
@@ -688,7 +685,10 @@ class Client:
                     value = payload
                 if value is not CONSUMED:
                     seen.append((msg_id, value))
-            messages = tuple(seen)
+            messages = tuple(seen)  # the dialect's own frames (heartbeats) are not "received"
+        record = self.timeline.record
+        for msg_id, _ in messages:
+            record("received", direction="in", id=msg_id, peer=self.name)
         if self.decode == "json" and self.protocol == "raw":
             messages = tuple((i, _strict_json(p)) for i, p in messages)
         if self._requests or self.dialect is not None:

@@ -339,11 +339,7 @@ async def _greet(client: Client, namespace: str, auth: AuthSource) -> None:
         return
     conn = _conn(client)
     state = info(client)
-    # wsnb.Client counts every send made while on_open runs as part of the greeting
-    # and writes it at once: an emit right after connect() would beat "40". This
-    # greeting writes its frames itself, so it opts out: everything else stays held.
-    if getattr(client, "_greeting", None) is not None:
-        client._greeting = None
+    # This greeting writes its frames itself, ahead of the held outbox.
     budget = client.handshake_timeout * 0.6
     started = time.monotonic()
     step = "the Engine.IO open packet"
