@@ -373,6 +373,10 @@ class Client:
             raise self._stop_error
         return self
 
+    def _prepare_big(self, payload: Any) -> tuple[str, int]:
+        text = envelope.payload_text_batched(payload) if self._secret is None else ""
+        return self._finish(payload, text)
+
     def _finish(self, payload: Any, text: str) -> tuple[str, int]:
         """Signed form (JCS), size check, compression: in a thread for big payloads."""
         if self._secret is not None:
@@ -401,11 +405,14 @@ class Client:
             else:
                 data = payload if isinstance(payload, str) else envelope.payload_text(payload)
         else:
-            text = envelope.payload_text(payload)  # orjson: 20 MB in ~10 ms
-            if len(text) > BIG_PAYLOAD:
-                data, z = await asyncio.to_thread(self._finish, payload, text)
+            if _looks_big(payload):  # serialized in a thread, in short steps
+                data, z = await asyncio.to_thread(self._prepare_big, payload)
             else:
-                data, z = self._finish(payload, text)
+                text = envelope.payload_text(payload)
+                if len(text) > BIG_PAYLOAD:  # a big value one level deeper
+                    data, z = await asyncio.to_thread(self._finish, payload, text)
+                else:
+                    data, z = self._finish(payload, text)
         return await call_on(self._loop, self._enqueue(data, z))
 
     async def _enqueue(self, data: str | bytes, z: int) -> Receipt:
@@ -895,3 +902,21 @@ def _strict_json(value: Any) -> Any:
         return envelope.loads(value)
     except ProtocolError:
         return value
+
+
+def _looks_big(payload: Any) -> bool:
+    """Whether `payload` may serialize to megabytes (a cheap look, one level deep)."""
+    kind = type(payload)
+    if kind is str or kind is bytes:
+        return len(payload) > BIG_PAYLOAD
+    if kind is list or kind is tuple:
+        return len(payload) > envelope.BATCH_ITEMS
+    if kind is dict:
+        if len(payload) > envelope.BATCH_ITEMS:
+            return True
+        if len(payload) <= 8:
+            for value in payload.values():
+                inner = type(value)
+                if (inner is list or inner is dict) and len(value) > envelope.BATCH_ITEMS:
+                    return True
+    return False

@@ -9,6 +9,7 @@ import hmac
 import json
 import math
 import random
+import re
 import string
 import zlib
 from typing import Any
@@ -867,3 +868,19 @@ def test_planned_slices_fit_the_frame_limit_and_rejoin(text: str) -> None:
     # real sizes, not the worst case: plain ASCII needs few more slices than bytes allow
     if text.isascii() and '\\"' not in text:
         assert len(frames) <= -(-len(text) // 1000) + 1
+
+
+@pytest.mark.parametrize("payload", [
+    {"rows": [{"a": i, "é": [1.5, True, None]} for i in range(9000)], "z": "x"},
+    list(range(20_000)),
+    {"b": 1, "a": {"deep": list(range(5000))}},
+    [float("nan")] * 5000,  # NaN: the batched path defers to payload_text, which refuses it
+])
+def test_batched_serialization_matches_the_one_shot_form(payload: Any) -> None:
+    try:
+        expected = payload_text(payload)
+    except ValueError as exc:
+        with pytest.raises(ValueError, match=re.escape(str(exc))):
+            envelope.payload_text_batched(payload)
+        return
+    assert envelope.payload_text_batched(payload) == expected

@@ -167,6 +167,41 @@ def payload_text(payload: Any, canonical: bool = False) -> str:
     raise exc_type(f"{path}: {why}") from None
 
 
+#: Items serialized per orjson call by `payload_text_batched`.
+BATCH_ITEMS = 4096
+
+
+def _dumps_batched(value: Any) -> bytes:
+    """orjson in small calls: big lists in slices of `BATCH_ITEMS`, dict values one by
+    one, so a thread doing this lets go of the interpreter lock between calls."""
+    kind = type(value)
+    if kind is list and len(value) > BATCH_ITEMS:
+        parts = [orjson.dumps(value[i:i + BATCH_ITEMS], option=_SORTED)[1:-1]
+                 for i in range(0, len(value), BATCH_ITEMS)]
+        return b"[" + b",".join(parts) + b"]"
+    if kind is dict and all(type(k) is str for k in value):
+        items = sorted(value.items())
+        return b"{" + b",".join(orjson.dumps(k) + b":" + _dumps_batched(v)
+                                for k, v in items) + b"}"
+    return orjson.dumps(value, option=_SORTED)
+
+
+def payload_text_batched(payload: Any) -> str:
+    """`payload_text` (not canonical) for big payloads, in many short orjson calls.
+
+    Meant for a worker thread: orjson holds the interpreter lock for a whole
+    call, so one 20 MB call would stall the event loop thread for ~60 ms.
+    Anything unusual (NaN, odd keys) takes `payload_text`, which explains errors.
+    """
+    try:
+        fast = _dumps_batched(payload)
+    except (TypeError, orjson.JSONEncodeError):
+        return payload_text(payload)
+    if b"null" in fast:  # NaN is written as null by orjson: let payload_text judge
+        return payload_text(payload)
+    return fast.decode()
+
+
 def utf8_size(text: str) -> int:
     """Bytes of `text` in UTF-8 (the unit every size limit counts in)."""
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
