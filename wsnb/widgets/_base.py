@@ -20,6 +20,7 @@ from typing import Any
 
 import ipywidgets as widgets
 import traitlets
+from IPython.display import DisplayHandle, display
 
 from wsnb.timeline import Timeline
 
@@ -134,6 +135,8 @@ class Panel(widgets.VBox):
         self.error_label = widgets.HTML("")
         self.error_label.add_class("wsnb-error")
         self.pending_commands: set[concurrent.futures.Future[Any]] = set()
+        self._static_hider: widgets.HTML | None = None
+        self._static_displays: list[DisplayHandle] = []
         self.add_class("wsnb-panel")
 
     # ----- refreshing ---------------------------------------------------------
@@ -219,7 +222,59 @@ class Panel(widgets.VBox):
         return f"<pre>{esc(self.text_summary())}</pre>"
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """The widget view plus text/plain and text/html summaries (ipywidgets 8 + keys)."""
         data = dict(super()._repr_mimebundle_(**kwargs) or {})
         data["text/plain"] = self.text_summary()
         data["text/html"] = self.static_html()
         return data
+
+    # Where a panel is shown in a cell, one bundle is not enough: `jupyter nbconvert
+    # --execute` stores the widget state by default, and then the HTML export renders the
+    # widget view (a script that fetches the widget manager from a CDN: blank offline)
+    # and never the bundle's text/html. So displaying a panel publishes two outputs:
+    #
+    # 1. the widget view with the text/plain summary (what live front ends render), its
+    #    text/html only a comment so static views do not show the summary twice;
+    # 2. the static summary alone, as text/html inside <div class="wsnb-static
+    #    wsnb-static-MODEL_ID">, under a display id (`refresh_static` redraws it).
+    #
+    # The panel carries a hidden HTML child whose <style> hides output 2: wherever the
+    # widget renders (JupyterLab, Notebook, VS Code, an online nbconvert/nbviewer page with
+    # widget state) the summary disappears; wherever it does not (offline exports, GitHub,
+    # a notebook reopened without its kernel) the summary stays.
+
+    def static_class(self) -> str:
+        """CSS class of this panel's static-summary outputs."""
+        return f"wsnb-static-{self.model_id}"
+
+    def _static_output(self) -> dict[str, str]:
+        return {"text/html": f'<div class="wsnb-static {self.static_class()}">'
+                             f"{self.static_html()}</div>"}
+
+    def _ensure_static_hider(self) -> None:
+        hider = self._static_hider
+        if hider is None:
+            hider = widgets.HTML(f"<style>.{self.static_class()}{{display:none}}</style>",
+                                 layout=widgets.Layout(display="none"))
+            hider.add_class("wsnb-static-hider")
+            self._static_hider = hider
+        if hider not in self.children:
+            self.children = (*self.children, hider)
+
+    def _ipython_display_(self, **kwargs: Any) -> None:
+        self._ensure_static_hider()
+        data = self._repr_mimebundle_()
+        data["text/html"] = (f"<!-- {type(self).__name__}: interactive widget; "
+                             f"its static summary is the next output -->")
+        display(data, raw=True)
+        handle = display(self._static_output(), raw=True, display_id=True)
+        if isinstance(handle, DisplayHandle):
+            self._static_displays.append(handle)
+
+    def refresh_static(self) -> None:
+        """Redraw the static summaries this panel left in the notebook (kernel thread only).
+
+        Call it from a cell: output from other threads may be attributed to another cell.
+        """
+        for handle in self._static_displays:
+            handle.update(self._static_output(), raw=True)

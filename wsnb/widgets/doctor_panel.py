@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 from collections.abc import Hashable
 from typing import Any
 
@@ -164,18 +165,30 @@ class DoctorPanel(Panel):
     async def wait(self, timeout: float | None = None) -> Report:
         """Wait for the run to finish (from any event loop) and return the report."""
         if self.report is not None and not self.running:
-            return self.report
-        if self.future is None:
+            report = self.report
+        elif self.future is None:
             raise RuntimeError("the doctor has not been started: call start()")
-        return await asyncio.wait_for(asyncio.wrap_future(self.future), timeout)
+        else:
+            report = await asyncio.wait_for(asyncio.wrap_future(self.future), timeout)
+        self._refresh_static_from_kernel()
+        return report
 
     def result(self, timeout: float | None = None) -> Report:
         """Block until the run finishes (not from wsnb's loop thread) and return the report."""
         if self.report is not None and not self.running:
-            return self.report
-        if self.future is None:
+            report = self.report
+        elif self.future is None:
             raise RuntimeError("the doctor has not been started: call start()")
-        return self.future.result(timeout)
+        else:
+            report = self.future.result(timeout)
+        self._refresh_static_from_kernel()
+        return report
+
+    def _refresh_static_from_kernel(self) -> None:
+        # the summary left where the panel was displayed said "running": show the findings
+        # (from the kernel's thread only, so the update belongs to the cell that waited)
+        if threading.current_thread() is threading.main_thread():
+            self.refresh_static()
 
     def close(self) -> None:
         """Stop a run in progress, then close the widgets."""
