@@ -65,7 +65,7 @@ def test_connect_error_shows_in_panel_and_timeline() -> None:
         wait_for(lambda: panel.error, what="error shown")
         assert "connect failed: TimeoutError" in panel.error
         assert "connect failed" in panel.error_label.value
-        assert "cannot connect" in panel.last_error
+        assert "refused" in panel.last_error
         errors = client.timeline.states()
         errors = errors[errors["type"] == "error"]
         assert errors["detail"].str.contains("connect failed: TimeoutError").any()
