@@ -177,3 +177,39 @@ async def test_text_as_sent_or_strict_json_when_asked(make_client) -> None:
                                                                  {"a": 1}]
     finally:
         await runner.cleanup()
+
+
+async def test_headers_cookies_origin_and_subprotocol_reach_a_real_server(make_client) -> None:
+    seen: dict[str, str] = {}
+
+    async def strict(request: web.Request) -> web.WebSocketResponse:
+        if request.headers.get("Authorization") != "Bearer t0k":
+            raise web.HTTPUnauthorized()
+        seen.update(cookie=request.headers.get("Cookie", ""),
+                    origin=request.headers.get("Origin", ""))
+        ws = web.WebSocketResponse(protocols=("chat.v2",))
+        await ws.prepare(request)
+        async for _ in ws:
+            pass
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", strict)
+    runner, url = await start(app)
+    try:
+        refused = make_client(url, protocol="raw", token=None)
+        with pytest.raises(wsnb.AuthError, match="HTTP 401"):  # not "4401 token refused"
+            await refused.connect(timeout=5)
+        client = make_client(url, protocol="raw", token=None,
+                             headers={"Authorization": "Bearer t0k"},
+                             cookies={"sid": "abc", "theme": "dark"},
+                             origin="http://app.example", subprotocols=["chat.v2"])
+        await client.connect(timeout=5)
+        assert client.subprotocol == "chat.v2"
+        assert seen == {"cookie": "sid=abc; theme=dark", "origin": "http://app.example"}
+        states = client.timeline.states()["detail"].astype(str).tolist()
+        assert "subprotocol chat.v2" in states
+        with pytest.raises(ValueError, match="cookie"):
+            wsnb.Client(url, cookies={"a": "b;c"})
+    finally:
+        await runner.cleanup()

@@ -116,6 +116,7 @@ class Client:
         compression: ``"deflate"`` to offer permessage-deflate.
         raw_ping_interval: raw mode: seconds between WebSocket pings (RTT), None: off.
         headers: extra HTTP headers for the upgrade (e.g. ``Authorization``).
+        cookies: cookies for the upgrade (sent as one ``Cookie`` header, as a browser does).
         subprotocols: subprotocols offered (``Sec-WebSocket-Protocol``).
         origin: the ``Origin`` header.
         final_codes: close codes after which not to reconnect (added to 1000, 1008, 4401).
@@ -167,6 +168,7 @@ class Client:
         headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
         subprotocols: Iterable[str] = (),
         origin: str | None = None,
+        cookies: Mapping[str, str] | None = None,
         final_codes: Iterable[int] = (),
         retry_codes: Iterable[int] = (),
         on_message: Callable[[Any], Awaitable[None] | None] | None = None,
@@ -220,6 +222,12 @@ class Client:
         self.raw_ping_interval = raw_ping_interval
         pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
         self.headers: list[tuple[str, str]] = [(str(k), str(v)) for k, v in pairs]
+        if cookies:
+            for name, value in cookies.items():
+                if any(c in f"{name}{value}" for c in ";,\r\n") or "=" in name:
+                    raise ValueError(f"cookie {name!r} holds a character a Cookie header "
+                                     "cannot carry (; , = or a line break)")
+            self.headers.append(("Cookie", "; ".join(f"{k}={v}" for k, v in cookies.items())))
         self.subprotocols = list(subprotocols)
         self.origin = origin
         self.on_message = on_message
