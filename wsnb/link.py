@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from wsnb._receipt import Receipt
 from wsnb.errors import Refused as RefusedError
-from wsnb.protocol.close import describe_close
 from wsnb.protocol.connection import (
     Acked,
     ChunkProgress,
@@ -295,14 +294,3 @@ class Link:
         """Drop TCP now, as a network fault would."""
         if self.ws is not None:
             self.ws.abort()
-
-    def describe(self) -> str:
-        ws = self.ws
-        return describe_close(ws.close_code if ws is not None else None,
-                              ws.close_reason if ws is not None else "")
-
-
-def settle_dropped(receipt: Any, error: Exception) -> None:
-    """Fail a receipt whose message was dropped (the user closed)."""
-    if receipt is not None:
-        receipt._settle("dropped", error)
