@@ -290,7 +290,7 @@ class Connection:
             return conn
         conn._had_session = session.id is not None
         conn._control.append(envelope.handshake_frame(
-            token, session=session.id, last_seen=session.receiver.last_delivered,
+            token, session=session.id, last_seen=session.receiver.settled,
             features=conn.features))
         conn._open_deadline = now + options.handshake_timeout
         return conn
@@ -539,7 +539,7 @@ class Connection:
         session.closed_at = None
         ack: dict[str, Any] = {
             "type": "handshake_ack", "v": envelope.VERSION, "session": session.id,
-            "resumed": resumed, "last_acked": session.receiver.last_delivered,
+            "resumed": resumed, "last_acked": session.receiver.settled,
             "heartbeat_ms": self.options.heartbeat_ms,
             "max_size": max_size if max_size is not None else self.options.max_size}
         if durable:
@@ -662,6 +662,15 @@ class Connection:
         if not fresh:
             self._events.append(Duplicate(id))
         self._deliver()
+
+    def commit(self, upto: int, now: float) -> None:
+        """(durable session) A store recorded deliveries up to `upto`: ack them."""
+        self.now = now
+        session = self.session
+        if session is None or not self.attached:
+            return
+        session.receiver.commit(upto, now)
+        self._queue_ack(now, force=not self.ack_hold)
 
     def grant(self, n: int | None) -> None:
         """The application can take `n` more messages (None: no limit); deliver what waits."""

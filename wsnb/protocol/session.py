@@ -223,10 +223,24 @@ class Receiver:
         self.ack_deadline: float | None = None
         self.duplicates = 0
         self._ack_now = False
+        # Durable sessions: a delivery is acked only once a store has recorded it
+        # (`commit`); until then a crash must bring the message again.
+        self.hold_acks = False
+        self.committed = 0  # highest id a store has recorded as delivered
+
+    @property
+    def settled(self) -> int:
+        """Highest id the peer may forget: committed when durable, else delivered."""
+        return self.committed if self.hold_acks else self.last_delivered
+
+    def restore(self, last_delivered: int) -> None:
+        """Start from a stored session: every id <= `last_delivered` was delivered and committed."""
+        self.reset()
+        self.last_released = self.last_delivered = self.committed = last_delivered
 
     def reset(self) -> None:
         """A new session starts: ids restart at 1."""
-        self.last_released = self.last_delivered = 0
+        self.last_released = self.last_delivered = self.committed = 0
         self.held.clear()
         self.ready.clear()
         self._held_size.clear()
@@ -299,10 +313,21 @@ class Receiver:
         moved = last - self.last_delivered
         if moved:
             self.last_delivered = last
-            if self.pending_acks == 0:
-                self.ack_deadline = now + self.ack_delay
-            self.pending_acks += moved
+            if not self.hold_acks:
+                self._owe(moved, now)
         return out
+
+    def commit(self, upto: int, now: float) -> None:
+        """(durable) A store recorded every delivery up to `upto`: those may be acked now."""
+        upto = min(upto, self.last_delivered)
+        if upto > self.committed:
+            moved, self.committed = upto - self.committed, upto
+            self._owe(moved, now)
+
+    def _owe(self, moved: int, now: float) -> None:
+        if self.pending_acks == 0:
+            self.ack_deadline = now + self.ack_delay
+        self.pending_acks += moved
 
     @property
     def wants_ack(self) -> bool:
@@ -325,15 +350,15 @@ class Receiver:
         self.pending_acks = 0
         self.ack_deadline = None
         self._ack_now = False
-        return self.last_delivered
+        return self.settled
 
 
 @dataclass(eq=False)
 class Session:
     """What one side keeps across connections: its id, both directions' state.
 
-    This is what a session store must keep to resume: the id and token
-    binding, the ids delivered (`receiver.last_delivered`), the un-acked
+    This is what a session store must keep to resume (`wsnb.store`): the id
+    and token binding, the ids delivered (`receiver.committed`), the un-acked
     messages still owed (`sender`), and when its last connection closed.
     """
 

@@ -1,0 +1,331 @@
+"""What a session store keeps, the one change it applies, and group commit.
+
+A store keeps, per session (its *key*: the session id on a server, a name on
+a client): the wire session id, the token binding, the highest incoming id
+delivered (`last_delivered`), the next outgoing id, the outgoing messages not
+yet acked (`pending`), when its last connection closed, and a `generation`
+that fences out a stale owner (a worker that lost the session to another).
+
+Every write is a `Change`, applied atomically with the others of its batch.
+`Store.commit` queues a change and returns when it is durable; changes that
+arrive while a batch is being written form the next batch (group commit: a
+burst costs one fsync). Subclasses implement `_load`, `_claim`, `_write` and
+`_delivered`, each called in order from one place (no concurrent calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from wsnb.errors import WsnbError
+from wsnb.protocol.session import Outgoing, Receiver, Sender, Session
+
+
+class StoreError(WsnbError):
+    """The store cannot be opened or written; the message names the store and the cause."""
+
+
+class StaleSession(StoreError):
+    """Another owner (a newer connection, maybe in another process) claimed the session."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An outgoing message not yet acked: resent after a restart with the same id."""
+
+    id: int
+    data: str
+    z: int = 0
+    size: int = 0
+
+
+@dataclass(slots=True)
+class StoredSession:
+    """What a store keeps of one session; see the module docstring."""
+
+    key: str
+    session_id: str | None
+    token_hash: str = ""
+    last_delivered: int = 0
+    next_id: int = 1
+    pending: list[Pending] = field(default_factory=list)
+    closed_at: float | None = None  # wall clock (time.time()), None while connected
+    generation: int = 0
+
+
+#: apply(tx, session_key, id, payload): an effect committed atomically with the delivery
+#: mark. `tx` is the store's transaction: a sqlite3 cursor inside the transaction, or a
+#: redis-py pipeline in MULTI mode (queue commands on it; they run in the same EXEC).
+Apply = Callable[[Any, str, int, Any], None]
+
+
+@dataclass(slots=True)
+class Change:
+    """One atomic write to one session (only the fields given are changed).
+
+    ``delivered_upto`` moves the delivery mark; ``messages`` are the payloads
+    delivered with it (for the delivered log and `apply`). ``outgoing`` adds
+    pending messages; ``forget`` drops acked or refused ones (and every id up
+    to ``forget_upto``); ``renumber`` replaces all pending messages (a lost
+    session: ids restart at 1).
+    """
+
+    key: str
+    generation: int
+    session_id: str | None = None
+    delivered_upto: int | None = None
+    messages: tuple[tuple[int, Any], ...] = ()
+    outgoing: tuple[Pending, ...] = ()
+    next_id: int | None = None
+    forget: tuple[int, ...] = ()
+    forget_upto: int | None = None
+    renumber: tuple[Pending, ...] | None = None
+    closed_at: float | None | bool = False  # False: unchanged
+    log: bool = False
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one change did: ``error`` is set if it was not applied (``StaleSession``)."""
+
+    error: Exception | None = None
+    effect_errors: list[tuple[int, str]] = field(default_factory=list)  # apply raised
+
+
+def pending_of(out: Outgoing) -> Pending:
+    return Pending(out.id, out.data, out.z, out.size)
+
+
+def to_session(record: StoredSession, sender: Sender, receiver: Receiver) -> Session:
+    """A protocol `Session` rebuilt from `record` (fills `sender` and `receiver`).
+
+    Everything pending may have been written before the crash, so the highest
+    id written is taken as ``next_id - 1``: the peer's claims up to there are
+    truthful.
+    """
+    now = time.monotonic()
+    for item in record.pending:
+        sender.unsent.append(Outgoing(item.id, item.data, item.z, item.size, now))
+        sender.held_bytes += item.size
+    sender.next_id = record.next_id
+    sender.max_written = record.next_id - 1
+    receiver.restore(record.last_delivered)
+    receiver.hold_acks = True
+    return Session(sender, receiver, id=record.session_id, token_hash=record.token_hash,
+                   connections=1 if record.session_id else 0)
+
+
+def apply_change(record: StoredSession, change: Change) -> None:
+    """Apply `change` to an in-memory `record` (what every store does, in its own terms)."""
+    if change.session_id is not None:
+        record.session_id = change.session_id
+    if change.delivered_upto is not None:
+        record.last_delivered = max(record.last_delivered, change.delivered_upto)
+    if change.renumber is not None:
+        record.pending = list(change.renumber)
+    gone = set(change.forget)
+    upto = change.forget_upto or 0
+    if gone or upto:
+        record.pending = [p for p in record.pending if p.id > upto and p.id not in gone]
+    if change.outgoing:
+        have = {p.id for p in record.pending}
+        record.pending.extend(p for p in change.outgoing if p.id not in have)
+        record.pending.sort(key=lambda p: p.id)
+    if change.next_id is not None:
+        record.next_id = change.next_id
+    elif change.outgoing:
+        record.next_id = max(record.next_id, change.outgoing[-1].id + 1)
+    if change.closed_at is not False:
+        record.closed_at = None if change.closed_at is None else float(change.closed_at)
+
+
+class Store:
+    """Base of the session stores: group commit on top of four primitives.
+
+    ``durable`` is True when what `commit` returned survives a crash of this
+    process. ``apply`` (optional) runs inside the transaction of each
+    delivery, once per delivered message.
+    """
+
+    durable: bool = False
+    scheme: str = ""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.apply: Apply | None = None
+        self._queue: list[tuple[Change, asyncio.Future[Outcome]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self.batches = 0  # writes done (each is one transaction: one fsync when durable)
+        self.changes = 0
+
+    def __repr__(self) -> str:
+        return f"<wsnb {type(self).__name__} {self.url}>"
+
+    # ----- public, async --------------------------------------------------------
+
+    async def open(self) -> Store:
+        """Connect and create the schema; raises `StoreError` naming what failed."""
+        return self
+
+    async def close(self) -> None:
+        """Write what is queued and release the store."""
+        await self.flush()
+
+    async def load(self, key: str) -> StoredSession | None:
+        """The stored session `key`, or None."""
+        await self.flush()
+        return await self._run(self._load, key)
+
+    async def claim(self, key: str, create: StoredSession | None = None) -> StoredSession | None:
+        """Take session `key` over: its generation goes up by one, fencing the old owner.
+
+        With `create`, a missing session is created from it (generation 1).
+        Returns the record as it now is, or None if missing and not created.
+        """
+        await self.flush()
+        return await self._run(self._claim, key, create)
+
+    async def commit(self, change: Change) -> Outcome:
+        """Apply `change`; returns once it is stored (durably, if ``durable``)."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._queue.append((change, future))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.ensure_future(self._flush_loop())
+        return await future
+
+    def submit(self, change: Change) -> None:
+        """Queue `change` without waiting (acks and closes: losing one only costs a resend)."""
+        future = asyncio.ensure_future(self.commit(change))
+        future.add_done_callback(_consume)
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is written."""
+        while self._flushing is not None and not self._flushing.done():
+            await asyncio.shield(self._flushing)
+
+    async def expire(self, older_than: float) -> int:
+        """Forget sessions whose last connection closed before wall time `older_than`."""
+        await self.flush()
+        return int(await self._run(self._expire, older_than))
+
+    def delivered(self) -> Any:
+        """The delivered log as a pandas DataFrame: session, id, payload, time (UTC)."""
+        import pandas as pd
+
+        rows = self._delivered()
+        frame = pd.DataFrame(rows, columns=["session", "id", "payload", "time"])
+        frame["id"] = frame["id"].astype("int64")
+        frame["time"] = pd.to_datetime(frame["time"].astype("float64"), unit="s", utc=True)
+        return frame
+
+    # ----- group commit ------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                outcomes = await self._run(self._write, [change for change, _ in batch])
+            except Exception as exc:  # the store went away: every change in the batch fails
+                error = exc if isinstance(exc, StoreError) else StoreError(
+                    f"{self.url}: write failed: {type(exc).__name__}: {exc}")
+                outcomes = [Outcome(error) for _ in batch]
+            self.batches += 1
+            self.changes += len(batch)
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if not future.done():
+                    future.set_result(outcome)
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a primitive (subclasses that block override this to use a thread)."""
+        result = fn(*args)
+        if asyncio.iscoroutine(result):
+            return await result
+        return result
+
+    # ----- primitives ----------------------------------------------------------------
+
+    def _load(self, key: str) -> Any:
+        raise NotImplementedError
+
+    def _claim(self, key: str, create: StoredSession | None) -> Any:
+        raise NotImplementedError
+
+    def _write(self, changes: list[Change]) -> Any:
+        raise NotImplementedError
+
+    def _expire(self, older_than: float) -> Any:
+        raise NotImplementedError
+
+    def _delivered(self) -> list[tuple[str, int, Any, float]]:
+        raise NotImplementedError
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+class MemoryStore(Store):
+    """Today's behaviour: sessions live in this process only (``durable`` is False).
+
+    Kept so a notebook can read the delivered log the same way; a crash or
+    restart of the process loses every session (at-least-once across it).
+    """
+
+    scheme = "memory"
+
+    def __init__(self, url: str = "memory://") -> None:
+        super().__init__(url)
+        self._sessions: dict[str, StoredSession] = {}
+        self._log: list[tuple[str, int, Any, float]] = []
+
+    def _load(self, key: str) -> StoredSession | None:
+        record = self._sessions.get(key)
+        return None if record is None else replace(record, pending=list(record.pending))
+
+    def _claim(self, key: str, create: StoredSession | None) -> StoredSession | None:
+        record = self._sessions.get(key)
+        if record is None:
+            if create is None:
+                return None
+            record = self._sessions[key] = replace(create, pending=list(create.pending),
+                                                   generation=0)
+        record.generation += 1
+        record.closed_at = None
+        return self._load(key)
+
+    def _write(self, changes: list[Change]) -> list[Outcome]:
+        outcomes = []
+        for change in changes:
+            record = self._sessions.get(change.key)
+            if record is None or record.generation != change.generation:
+                outcomes.append(Outcome(StaleSession(f"session {change.key[:8]}… was claimed "
+                                                     "by another owner")))
+                continue
+            apply_change(record, change)
+            outcome = Outcome()
+            for msg_id, payload in change.messages:
+                if change.log:
+                    self._log.append((record.session_id or change.key, msg_id, payload,
+                                      time.time()))
+                if self.apply is not None:
+                    try:
+                        self.apply(None, change.key, msg_id, payload)
+                    except Exception as exc:
+                        outcome.effect_errors.append((msg_id, f"{type(exc).__name__}: {exc}"))
+            outcomes.append(outcome)
+        return outcomes
+
+    def _expire(self, older_than: float) -> int:
+        gone = [key for key, record in self._sessions.items()
+                if record.closed_at is not None and record.closed_at < older_than]
+        for key in gone:
+            del self._sessions[key]
+        return len(gone)
+
+    def _delivered(self) -> list[tuple[str, int, Any, float]]:
+        return list(self._log)
