@@ -772,6 +772,8 @@ class Connection:
         limit = min(opts.max_batch, self.greeting) if self.hold_outbox else opts.max_batch
         while sender.unsent and len(batch) < limit and size < opts.max_batch_bytes:
             out = sender.unsent[0]
+            if not out.saved:  # durable session: a store has not recorded it yet
+                break
             if not opts.raw and self._is_big(out):
                 if batch:
                     break

@@ -50,6 +50,7 @@ class Outgoing:
     renumbered: bool = False  # resent across a lost session: at-least-once
     binary: bool = False  # raw mode: send as a binary frame
     handle: Any = None  # the I/O layer's receipt
+    saved: bool = True  # False until a durable store recorded it: not written before
 
 
 class Sender:
@@ -78,10 +79,14 @@ class Sender:
         return self.pending < self.max_messages and self.held_bytes + size <= self.max_bytes
 
     def add(self, data: str, now: float, *, z: int = 0, size: int | None = None,
-            binary: bool = False, handle: Any = None) -> Outgoing:
-        """Accept a message into the outbox and give it the next id."""
+            binary: bool = False, handle: Any = None, saved: bool = True) -> Outgoing:
+        """Accept a message into the outbox and give it the next id.
+
+        ``saved=False`` (durable sessions): nothing from this message on is
+        written until the store recorded it and the owner sets ``out.saved``.
+        """
         out = Outgoing(self.next_id, data, z, len(data) if size is None else size, now,
-                       binary=binary, handle=handle)
+                       binary=binary, handle=handle, saved=saved)
         self.next_id += 1
         self.unsent.append(out)
         self.held_bytes += out.size

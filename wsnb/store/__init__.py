@@ -21,8 +21,8 @@ from wsnb.store.base import (
     Pending,
     StaleSession,
     Store,
-    StoreError,
     StoredSession,
+    StoreError,
 )
 
 __all__ = ["Apply", "Change", "MemoryStore", "Outcome", "Pending", "StaleSession", "Store",

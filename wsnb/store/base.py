@@ -16,6 +16,7 @@ burst costs one fsync). Subclasses implement `_load`, `_claim`, `_write` and
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -153,6 +154,8 @@ class Store:
 
     durable: bool = False
     scheme: str = ""
+    epoch: str = ""  # changes when the store lost its data (a recreated file, a flushed Redis)
+    session_ttl: float | None = None  # seconds a closed session is kept (the server sets it)
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -164,6 +167,19 @@ class Store:
 
     def __repr__(self) -> str:
         return f"<wsnb {type(self).__name__} {self.url}>"
+
+    def new_key(self) -> str:
+        """A fresh session id: 144 random bits, tagged with the store's epoch."""
+        token = secrets.token_urlsafe(18)
+        return f"{token}.{self.epoch}" if self.epoch else token
+
+    def why_missing(self, key: str) -> str:
+        """Why session `key` cannot be resumed, in words for the timeline."""
+        _, dot, epoch = key.rpartition(".")
+        if dot and self.epoch and epoch != self.epoch:
+            return (f"the store lost its data since this session began (epoch {epoch}, "
+                    f"now {self.epoch})")
+        return "unknown or expired session"
 
     # ----- public, async --------------------------------------------------------
 

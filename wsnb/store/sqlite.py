@@ -15,6 +15,8 @@ and each session's generation fences out a worker that lost it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import secrets
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,8 +30,8 @@ from wsnb.store.base import (
     Pending,
     StaleSession,
     Store,
-    StoreError,
     StoredSession,
+    StoreError,
 )
 
 SCHEMA_VERSION = "1"
@@ -109,9 +111,11 @@ class SQLiteStore(Store):
             row = db.execute("SELECT v FROM wsnb_meta WHERE k='schema'").fetchone()
             if row is None:
                 db.execute("INSERT INTO wsnb_meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+                db.execute("INSERT INTO wsnb_meta VALUES ('epoch', ?)", (secrets.token_hex(4),))
             elif row[0] != SCHEMA_VERSION:
                 raise StoreError(f"{self.url}: schema version {row[0]}, this wsnb reads "
                                  f"{SCHEMA_VERSION}")
+            self.epoch = db.execute("SELECT v FROM wsnb_meta WHERE k='epoch'").fetchone()[0]
             db.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             db.close()
@@ -242,10 +246,8 @@ class SQLiteStore(Store):
     @staticmethod
     def _rollback(db: sqlite3.Connection) -> None:
         if db.in_transaction:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
 
     def _expire(self, older_than: float) -> int:
         db = self._conn()
