@@ -26,6 +26,7 @@ from wsnb.loop import LoopChoice, choose_loop, on_own_loop
 from wsnb.protocol import envelope
 from wsnb.protocol.close import hint_reason
 from wsnb.protocol.connection import (
+    Acked,
     Closed,
     CloseNow,
     Connection,
@@ -34,9 +35,22 @@ from wsnb.protocol.connection import (
     HandshakeReceived,
     Options,
     Ready,
+    Refused,
     ToProcess,
 )
 from wsnb.protocol.session import Receiver, Sender, Session
+from wsnb.store import (
+    Apply,
+    Change,
+    MemoryStore,
+    Outcome,
+    StaleSession,
+    Store,
+    StoredSession,
+    StoreError,
+    store_from_url,
+)
+from wsnb.store.base import pending_of, to_session
 from wsnb.timeline import Timeline
 from wsnb.transport import WebSocketProtocol, serve
 
@@ -56,6 +70,7 @@ class ServerSession:
     state: Session
     link: Link | None = None
     handler_busy: bool = False
+    generation: int = 0  # the store's fencing generation this process holds
 
     @property
     def closed_at(self) -> float | None:
@@ -82,7 +97,18 @@ class Server:
     """A wsnb protocol server on loopback for tutorials, tests and debugging clients.
 
     Delivers each client message to `handler` (and `delivered`) exactly once,
-    in id order, even with ``workers=N`` processing out of order internally.
+    in id order, even with ``workers=N`` processing out of order internally,
+    while the session lives in this process.
+
+    ``store`` keeps sessions where they outlive the process (`wsnb.store`):
+    ``"sqlite:///abs/path.db"`` or ``"redis://host:port/db"``. Then a delivery
+    is acked only after the store recorded it, outgoing messages are recorded
+    before they are written, and a restarted server (or another worker on the
+    same store) resumes the session: nothing lost or repeated. ``apply(tx,
+    session_id, id, payload)`` runs inside the commit that records each
+    delivery (exactly-once effects); `handler` still runs at delivery and is
+    at-least-once across a crash. ``log_delivered`` appends every delivered
+    message to the store's log (`Store.delivered`).
     """
 
     def __init__(
@@ -121,6 +147,10 @@ class Server:
         timeline: Timeline | None = None,
         loop: LoopChoice = "auto",
         seed: int | None = None,
+        store: str | Store | None = None,
+        apply: Apply | None = None,
+        log_delivered: bool = False,
+        reuse_port: bool = False,
     ) -> None:
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
@@ -187,6 +217,16 @@ class Server:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reaper: asyncio.Future[None] | None = None
         self._rate: dict[Link, list[float]] = {}
+        self.store = store_from_url(store)  # a bad URL fails here, naming it
+        self._stored = not isinstance(self.store, MemoryStore)
+        if apply is not None and not self._stored:
+            raise ValueError("apply= needs a store (sqlite:// or redis://): it runs inside "
+                             "the store's commit")
+        self.store.apply = apply
+        self.store.session_ttl = session_ttl
+        self.log_delivered = log_delivered
+        self.reuse_port = reuse_port  # several processes listen on one port (wsnb serve --workers)
+        self._store_open = False
 
     # ----- lifecycle --------------------------------------------------------
 
@@ -208,10 +248,14 @@ class Server:
     @on_own_loop
     async def start(self) -> Server:
         """Listen; with ``port=0`` the OS picks a port, then kept across restarts."""
+        if not self._store_open:
+            await self.store.open()
+            self._store_open = True
         if self._server is None:
             self._server = await serve(
                 self._open, self.host, self.port, ssl=self.ssl, max_size=self.max_size,
-                process_request=self._process_request, open_timeout=self.open_timeout)
+                process_request=self._process_request, open_timeout=self.open_timeout,
+                reuse_port=self.reuse_port)
             self.port = self._server.sockets[0].getsockname()[1]
             if self._reaper is None or self._reaper.done():
                 self._reaper = asyncio.ensure_future(self._reap_sessions())
@@ -226,12 +270,17 @@ class Server:
         for task in self._tasks:
             task.cancel()
         self._tasks.clear()
+        if self._store_open:
+            self._store_open = False
+            with contextlib.suppress(StoreError):
+                await self.store.close()
 
     @on_own_loop
     async def restart(self, keep_sessions: bool = True) -> None:
         """Close every connection with 1012 and listen again on the same port.
 
-        ``keep_sessions=False`` forgets every session, as a crashed server would.
+        ``keep_sessions=False`` forgets every session held in this process, as
+        a crashed server would (a durable store still has them: clients resume).
         """
         server, self._server = self._server, None
         if server is not None:
@@ -296,8 +345,16 @@ class Server:
         sender = session.state.sender
         while not sender.has_room(size):
             await asyncio.sleep(0.01)  # bounded by the client's acks; see Client for events
-        out = sender.add(data, time.monotonic(), z=z, size=size)
+        out = sender.add(data, time.monotonic(), z=z, size=size, saved=not self._stored)
         out.handle = receipt = Receipt(out.id)
+        if self._stored:  # recorded before it is written: a restart resends it, same id
+            outcome = await self.store.enqueue(Change(session.id, session.generation,
+                                                      outgoing=(pending_of(out),)))
+            if outcome.error is not None:
+                sender.forget(out.id)
+                self._store_failed(session, outcome.error)
+                raise outcome.error
+            out.saved = True
         self.timeline.record("sent", direction="out", id=out.id, size=size, peer=session_id[:8])
         if session.link is None:
             self.timeline.record("queued", direction="out", id=out.id, size=size,
@@ -359,6 +416,12 @@ class Server:
         if kind is Delivered:
             assert isinstance(event, Delivered)
             self._deliver(link, event)
+        elif kind is Acked or kind is Refused:
+            if self._stored and link.session is not None:
+                ids = tuple(out.id for out in event.messages) if isinstance(event, Acked) \
+                    else (event.message.id,) if isinstance(event, Refused) else ()
+                session = link.session
+                self.store.submit(Change(session.id, session.generation, forget=ids))
         elif kind is ToProcess:
             assert isinstance(event, ToProcess)
             self._spawn(self._process_later(link, event))
@@ -383,6 +446,9 @@ class Server:
                                  detail=f"{event.code} {event.reason}".strip())
             if session is not None and session.link is link:
                 session.link = None
+                if self._stored:
+                    self.store.submit(Change(session.id, session.generation,
+                                             closed_at=time.time()))
 
     def _deliver(self, link: Link, event: Delivered) -> None:
         session = link.session
@@ -394,6 +460,8 @@ class Server:
             self.delivered.append(payload)
         if self.keep_delivered is not None and len(self.delivered) > self.keep_delivered:
             del self.delivered[: len(self.delivered) - self.keep_delivered]
+        if self._stored or self.log_delivered:
+            self._record_delivery(link, session, event)
         if self.handler is None:
             return
         if inspect.iscoroutinefunction(self.handler):
@@ -403,6 +471,41 @@ class Server:
             return
         for msg_id, payload in event.messages:
             self._call_handler(session, msg_id, payload)
+
+    def _record_delivery(self, link: Link, session: ServerSession, event: Delivered) -> None:
+        """Record the delivery (and `apply` effects) in the store; ack once it is stored."""
+        upto = session.state.receiver.last_delivered
+        future = self.store.enqueue(Change(session.id, session.generation, delivered_upto=upto,
+                                           messages=event.messages, log=self.log_delivered))
+        future.add_done_callback(lambda done: self._committed(link, session, upto, done))
+
+    def _committed(self, link: Link, session: ServerSession, upto: int,
+                   done: asyncio.Future[Outcome]) -> None:
+        outcome = done.result()
+        if outcome.error is not None:
+            self._store_failed(session, outcome.error, link)
+            return
+        for msg_id, why in outcome.effect_errors:
+            self.timeline.record("error", id=msg_id, peer=session.id[:8],
+                                 detail=f"apply raised {why}"[:200])
+        session.state.receiver.commit(upto, self._loop.time())
+        if session.link is link and not link.closed.done():
+            link.conn.commit(upto, self._loop.time())
+            link.pump()
+
+    def _store_failed(self, session: ServerSession, error: Exception,
+                      link: Link | None = None) -> None:
+        """A commit failed: close the link (the client resumes later); never ack it."""
+        link = link or session.link
+        if isinstance(error, StaleSession):
+            code, reason = 1012, "session taken over by another server process"
+            if self.sessions.get(session.id) is session:
+                del self.sessions[session.id]
+        else:
+            code, reason = 1011, f"session store unavailable: {error}"[:120]
+        self.timeline.record("error", peer=session.id[:8], detail=f"{code} {reason}"[:200])
+        if link is not None and not link.closed.done():
+            link.close(code, reason)
 
     def _call_handler(self, session: ServerSession, msg_id: int, payload: Any) -> Any:
         try:
@@ -527,17 +630,71 @@ class Server:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(old.closed), 5)
             old.conn.detach()
+        if self._stored:
+            try:
+                session = await self._claim(session, hello, token_hash)
+            except StoreError as exc:
+                self.timeline.record("error", peer=link.peer, detail=f"1011 {exc}"[:200])
+                conn.refuse(1011, f"session store unavailable: {exc}"[:120])
+                link.pump()
+                return
         if link.closed.done():
             return
         resumed = hello.session == session.id and session.state.connections > 0
         session.link = link
         link.session = session
-        conn.accept(session.state, resumed=resumed, last_seen=hello.last_seen)
+        conn.accept(session.state, resumed=resumed, last_seen=hello.last_seen,
+                    durable=self.store.durable)
         if session.handler_busy:
             conn.grant(0)
         elif self.handler is not None and inspect.iscoroutinefunction(self.handler):
             conn.grant(1)
         link.pump()
+
+    async def _claim(self, fresh: ServerSession, hello: HandshakeReceived,
+                     token_hash: str) -> ServerSession:
+        """(store) Take the named session over from the store, or record `fresh` there.
+
+        The store is the truth: a session held in memory is rebuilt from it
+        (another worker may have moved it on); receipts of messages still
+        pending carry over.
+        """
+        store = self.store
+        wanted = hello.session
+        record = None
+        if wanted:
+            found = await store.load(wanted)
+            if found is not None and secrets.compare_digest(found.token_hash, token_hash):
+                record = await store.claim(wanted)
+            else:
+                why = "token differs" if found is not None else store.why_missing(wanted)
+                self.timeline.record("state", peer=wanted[:8],
+                                     detail=f"cannot resume: {why}; new session")
+        if record is None:
+            if fresh.id == wanted:  # held only in memory, gone from the store
+                fresh = self._new_session(token_hash)
+            record = await store.claim(fresh.id, create=StoredSession(
+                fresh.id, fresh.id, token_hash))
+            if record is None:
+                raise StoreError(f"{store.url}: could not create session {fresh.id[:8]}…")
+            fresh.generation = record.generation
+            if record.generation > 1:  # a fresh id that already existed: never
+                raise StoreError(f"{store.url}: session id collision")
+            fresh.state.receiver.hold_acks = True
+            return fresh
+        old = self.sessions.get(record.key)
+        state = to_session(record, Sender(self.max_unacked), Receiver(max_held=self.max_unacked))
+        if old is not None:
+            handles = {out.id: out.handle for out in
+                       (*old.state.sender.inflight.values(), *old.state.sender.unsent)}
+            for out in state.sender.unsent:
+                out.handle = handles.get(out.id)
+        if fresh is not old and self.sessions.get(fresh.id) is fresh:
+            del self.sessions[fresh.id]  # the placeholder _session_for made
+        session = ServerSession(record.key, record.token_hash, state,
+                                generation=record.generation)
+        self.sessions[record.key] = session
+        return session
 
     def _take_slot(self, proto: WebSocketProtocol, hello: HandshakeReceived,
                    token_hash: str) -> bool:
@@ -576,12 +733,15 @@ class Server:
                 retry = max(1, math.ceil(min(waits))) if waits else 5
                 return None, hint_reason(f"too many sessions for this token (limit "
                                          f"{self.max_sessions_per_token})", retry)
-        session_id = secrets.token_urlsafe(18)  # 144 random bits
+        return self._new_session(token_hash), ""
+
+    def _new_session(self, token_hash: str) -> ServerSession:
+        session_id = self.store.new_key()  # 144 random bits (+ the store's epoch)
         state = Session(Sender(self.max_unacked), Receiver(max_held=self.max_unacked),
                         id=session_id, token_hash=token_hash)
         session = ServerSession(session_id, token_hash, state)
         self.sessions[session_id] = session
-        return session, ""
+        return session
 
     def _expire_sessions(self) -> None:
         """Forget sessions whose last connection closed more than `session_ttl` ago."""
@@ -596,3 +756,6 @@ class Server:
         while True:
             await asyncio.sleep(min(self.session_ttl, 5.0))
             self._expire_sessions()
+            if self._stored:
+                with contextlib.suppress(StoreError):
+                    await self.store.expire(time.time() - self.session_ttl)

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         return _PASS_THROUGH[argv[0]](argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv  # as given: `wsnb serve --workers` starts its workers with it
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

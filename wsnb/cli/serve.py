@@ -81,6 +81,15 @@ def add_parser(sub: Any) -> None:
                        help="browser Origin allowed (repeatable); others get HTTP 403")
     serve.add_argument("--certfile", help="PEM certificate chain: serve wss://")
     serve.add_argument("--keyfile", help="PEM private key (default: in --certfile)")
+    serve.add_argument("--store", metavar="URL",
+                       help="keep sessions in a store so they survive a restart or a crash: "
+                            "sqlite:///abs/path.db or redis://host:port/db; every delivered "
+                            "message is appended to its log (wsnb store dump URL)")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="run N server processes on one port (SO_REUSEPORT; needs --store "
+                            "so a client resumes on whichever it reaches); a worker that dies "
+                            "is started again")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--seed", type=int, help="seed for chaos randomness")
     serve.add_argument("--status-interval", type=float, default=1.0, metavar="S",
                        help="refresh the status line every S seconds (default 1)")
@@ -154,7 +163,7 @@ def _server_ssl(args: argparse.Namespace) -> ssl_module.SSLContext | None:
 _WSNB_ONLY = {"chaos": "", "rate_limit": None, "throttle": None, "max_conns_per_token": None,
               "seed": None, "echo_messages": False, "heartbeat_ms": 15_000,
               "max_message": 64 << 20, "handshake_timeout": 5.0,
-              "max_sessions_per_token": 1000}
+              "max_sessions_per_token": 1000, "store": None, "workers": 1}
 #: Options of the plain servers only.
 _PLAIN_ONLY = {"idle_timeout": None, "record": None, "subprotocol": None}
 
@@ -174,9 +183,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         chaos = parse_chaos(args.chaos)
         tls = _server_ssl(args)
+        if args.store is not None:
+            from wsnb.store import store_from_url
+
+            store_from_url(args.store)  # a bad URL is a usage error, named
     except (ValueError, OSError) as exc:
         err("serve", str(exc))
         return EXIT_USAGE
+    if args.workers < 1:
+        err("serve", f"--workers must be >= 1, got {args.workers}")
+        return EXIT_USAGE
+    if args.workers > 1:
+        if args.store is None or args.store.startswith("memory:"):
+            err("serve", "--workers N needs --store sqlite:///… or redis://…: sessions must "
+                         "be shared so a client can resume on any worker")
+            return EXIT_USAGE
+        from wsnb.cli.workers import supervise
+
+        return asyncio.run(supervise(args, sys.stdout))
     if plain:
         from wsnb.cli.plain import serve_plain
 
@@ -193,6 +217,7 @@ def _status(server: Any, delivered: int, rate: float) -> str:
 async def _serve(args: argparse.Namespace, chaos: dict[str, Any],
                  tls: ssl_module.SSLContext | None, out: TextIO) -> int:
     from wsnb.server import Server
+    from wsnb.store import StoreError
 
     count = 0
 
@@ -211,18 +236,24 @@ async def _serve(args: argparse.Namespace, chaos: dict[str, Any],
         max_connections_per_token=args.max_conns_per_token,
         max_sessions_per_token=args.max_sessions_per_token,
         allowed_origins=args.allow_origin, ssl=tls, loop="current", seed=args.seed,
-        timeline=_small_timeline(), **chaos)
+        timeline=_small_timeline(), store=args.store, log_delivered=args.store is not None,
+        reuse_port=args.reuse_port, **chaos)
     async with stop_on_signals() as (stop, received):  # before the URL line: tests signal
         try:
             await server.start()
         except OSError as exc:
             err("serve", f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
             return 1
+        except StoreError as exc:
+            err("serve", str(exc))
+            return 1
         notes = [f"token {'required' if args.token else 'not required'}",
                  f"HMAC {'on' if args.secret else 'off'}",
                  f"heartbeat {args.heartbeat_ms} ms" if args.heartbeat_ms else "heartbeat off"]
         if args.chaos:
             notes.append(f"chaos {args.chaos}")
+        if args.store:
+            notes.append(f"store {server.store.url} (durable: {server.store.durable})")
         print(f"{server.url}  wsnb serve: {', '.join(notes)}; Ctrl-C stops (1001 to every "
               "client)", file=out, flush=True)
         if args.host not in ("127.0.0.1", "::1", "localhost") and not args.token:

@@ -207,16 +207,19 @@ class Store:
 
     async def commit(self, change: Change) -> Outcome:
         """Apply `change`; returns once it is stored (durably, if ``durable``)."""
+        return await self.enqueue(change)
+
+    def enqueue(self, change: Change) -> asyncio.Future[Outcome]:
+        """Queue `change` now (in call order); the future resolves once it is stored."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._queue.append((change, future))
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.ensure_future(self._flush_loop())
-        return await future
+        return future
 
     def submit(self, change: Change) -> None:
         """Queue `change` without waiting (acks and closes: losing one only costs a resend)."""
-        future = asyncio.ensure_future(self.commit(change))
-        future.add_done_callback(_consume)
+        self.enqueue(change).add_done_callback(_consume)
 
     async def flush(self) -> None:
         """Wait until everything queued so far is written."""
