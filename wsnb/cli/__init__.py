@@ -6,7 +6,8 @@
 ``wsnb timeline``  print or convert a saved timeline (csv, parquet, HAR);
 ``wsnb bench``     benchmarks (runs ``benchmarks/bench.py`` of a checkout);
 ``wsnb doctor``    diagnose a server (`wsnb.doctor`);
-``wsnb soak``      a bounded chaos soak on loopback: nothing lost, duplicated or reordered.
+``wsnb soak``      a bounded chaos soak on loopback: nothing lost, duplicated or reordered;
+``wsnb store dump URL``  the delivered log of a session store, checked for exactly-once.
 
 Tokens and HMAC keys are never printed. They may come from ``--token`` /
 ``--secret`` or, to keep them out of ``ps`` and shell history, from the
@@ -18,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from wsnb.cli import bench, doctor, probe, serve, soak, timeline
+from wsnb.cli import bench, doctor, probe, serve, soak, store, timeline
 from wsnb.cli._common import EXIT_CLOSED, EXIT_CODES, EXIT_OK, EXIT_USAGE
 from wsnb.cli.serve import CHAOS_KEYS, parse_chaos
 from wsnb.cli.soak import SOAK_MESSAGES, tally
@@ -53,6 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="wsnb", description="WebSocket behaviour made visible: serve, probe, timelines.",
         epilog="Also: wsnb bench [...] (benchmarks), wsnb doctor URL [...] (diagnosis).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (serve, probe, timeline, soak):
+    for command in (serve, probe, timeline, soak, store):
         command.add_parser(sub)
     return parser
