@@ -110,7 +110,9 @@ def to_session(record: StoredSession, sender: Sender, receiver: Receiver) -> Ses
     """
     now = time.monotonic()
     for item in record.pending:
-        sender.unsent.append(Outgoing(item.id, item.data, item.z, item.size, now))
+        # It may have been written before the restart: a write now is a resend.
+        sender.unsent.append(Outgoing(item.id, item.data, item.z, item.size, now,
+                                      written_at=now, writes=1))
         sender.held_bytes += item.size
     sender.next_id = record.next_id
     sender.max_written = record.next_id - 1
