@@ -9,8 +9,10 @@ that fences out a stale owner (a worker that lost the session to another).
 Every write is a `Change`, applied atomically with the others of its batch.
 `Store.commit` queues a change and returns when it is durable; changes that
 arrive while a batch is being written form the next batch (group commit: a
-burst costs one fsync). Subclasses implement `_load`, `_claim`, `_write` and
-`_delivered`, each called in order from one place (no concurrent calls).
+burst costs one fsync). Subclasses implement `_load`, `_claim`, `_write`,
+`_expire` (sync, or async for a store with an asyncio client) and
+`_delivered` (always sync: it serves `delivered()` outside any loop). A
+`_claim` may run while a later batch is written: each must be atomic.
 """
 
 from __future__ import annotations
@@ -163,6 +165,7 @@ class Store:
         self.url = url
         self.apply: Apply | None = None
         self._queue: list[tuple[Change, asyncio.Future[Outcome]]] = []
+        self._writing: list[asyncio.Future[Outcome]] = []  # the batch being written
         self._flushing: asyncio.Task[None] | None = None
         self.batches = 0  # writes done (each is one transaction: one fsync when durable)
         self.changes = 0
@@ -224,9 +227,10 @@ class Store:
         self.enqueue(change).add_done_callback(_consume)
 
     async def flush(self) -> None:
-        """Wait until everything queued so far is written."""
-        while self._flushing is not None and not self._flushing.done():
-            await asyncio.shield(self._flushing)
+        """Wait until everything queued so far is written (not what is queued later)."""
+        waiting = [*self._writing, *(future for _, future in self._queue)]
+        if waiting:
+            await asyncio.wait(waiting)
 
     async def expire(self, older_than: float) -> int:
         """Forget sessions whose last connection closed before wall time `older_than`."""
@@ -246,19 +250,30 @@ class Store:
     # ----- group commit ------------------------------------------------------------
 
     async def _flush_loop(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue, []
-            try:
-                outcomes = await self._run(self._write, [change for change, _ in batch])
-            except Exception as exc:  # the store went away: every change in the batch fails
-                error = exc if isinstance(exc, StoreError) else StoreError(
-                    f"{self.url}: write failed: {type(exc).__name__}: {exc}")
-                outcomes = [Outcome(error) for _ in batch]
-            self.batches += 1
-            self.changes += len(batch)
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
+        batch: list[tuple[Change, asyncio.Future[Outcome]]] = []
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                self._writing = [future for _, future in batch]
+                try:
+                    outcomes = await self._run(self._write, [change for change, _ in batch])
+                    if len(outcomes) != len(batch):
+                        raise StoreError(f"{self.url}: {len(outcomes)} outcomes for "
+                                         f"{len(batch)} changes")
+                except Exception as exc:  # the store went away: every change here fails
+                    error = exc if isinstance(exc, StoreError) else StoreError(
+                        f"{self.url}: write failed: {type(exc).__name__}: {exc}")
+                    outcomes = [Outcome(error) for _ in batch]
+                self.batches += 1
+                self.changes += len(batch)
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if not future.done():
+                        future.set_result(outcome)
+        finally:  # cancelled (the loop is closing): nobody waits forever
+            self._writing = []
+            for _, future in (*batch, *self._queue):
                 if not future.done():
-                    future.set_result(outcome)
+                    future.set_result(Outcome(StoreError(f"{self.url}: store closed")))
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a primitive (subclasses that block override this to use a thread)."""
@@ -283,6 +298,14 @@ class Store:
 
     def _delivered(self) -> list[tuple[str, int, Any, float]]:
         raise NotImplementedError
+
+
+def stale(key: str, missing: bool) -> StaleSession:
+    """The refusal of a change to a session this owner no longer holds."""
+    if missing:
+        return StaleSession(f"session {key[:8]}… is not in the store (expired or never "
+                            "created)")
+    return StaleSession(f"session {key[:8]}… was claimed by another owner")
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
@@ -313,8 +336,8 @@ class MemoryStore(Store):
         if record is None:
             if create is None:
                 return None
-            record = self._sessions[key] = replace(create, pending=list(create.pending),
-                                                   generation=0)
+            record = self._sessions[key] = replace(create, key=key, generation=0,
+                                                   pending=list(create.pending))
         record.generation += 1
         record.closed_at = None
         return self._load(key)
@@ -324,8 +347,7 @@ class MemoryStore(Store):
         for change in changes:
             record = self._sessions.get(change.key)
             if record is None or record.generation != change.generation:
-                outcomes.append(Outcome(StaleSession(f"session {change.key[:8]}… was claimed "
-                                                     "by another owner")))
+                outcomes.append(Outcome(stale(change.key, record is None)))
                 continue
             apply_change(record, change)
             outcome = Outcome()

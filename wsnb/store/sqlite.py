@@ -28,10 +28,10 @@ from wsnb.store.base import (
     Change,
     Outcome,
     Pending,
-    StaleSession,
     Store,
     StoredSession,
     StoreError,
+    stale,
 )
 
 SCHEMA_VERSION = "1"
@@ -146,7 +146,15 @@ class SQLiteStore(Store):
         return StoredSession(key, row[0], row[1], row[2], row[3], pending, row[4], row[5])
 
     def _load(self, key: str) -> StoredSession | None:
-        return self._read(self._conn(), key)
+        db = self._conn()
+        try:
+            db.execute("BEGIN")  # one snapshot: the row and its outbox agree
+            record = self._read(db, key)
+            db.execute("COMMIT")
+            return record
+        except sqlite3.Error as exc:
+            self._rollback(db)
+            raise StoreError(f"{self.url}: load failed: {exc}") from None
 
     def _claim(self, key: str, create: StoredSession | None) -> StoredSession | None:
         db = self._conn()
@@ -183,8 +191,7 @@ class SQLiteStore(Store):
                                      (key,)).fetchone()
                     generations[key] = None if row is None else row[0]
                 if generations[key] != change.generation:
-                    outcomes.append(Outcome(StaleSession(
-                        f"session {key[:8]}… was claimed by another owner")))
+                    outcomes.append(Outcome(stale(key, generations[key] is None)))
                     continue
                 outcomes.append(self._apply_one(db, change))
             db.execute("COMMIT")
@@ -251,13 +258,17 @@ class SQLiteStore(Store):
 
     def _expire(self, older_than: float) -> int:
         db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        keys = [r[0] for r in db.execute(
-            "SELECT key FROM wsnb_sessions WHERE closed_at IS NOT NULL AND closed_at < ?",
-            (older_than,))]
-        db.executemany("DELETE FROM wsnb_outbox WHERE key=?", [(k,) for k in keys])
-        db.executemany("DELETE FROM wsnb_sessions WHERE key=?", [(k,) for k in keys])
-        db.execute("COMMIT")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            keys = [r[0] for r in db.execute(
+                "SELECT key FROM wsnb_sessions WHERE closed_at IS NOT NULL AND closed_at < ?",
+                (older_than,))]
+            db.executemany("DELETE FROM wsnb_outbox WHERE key=?", [(k,) for k in keys])
+            db.executemany("DELETE FROM wsnb_sessions WHERE key=?", [(k,) for k in keys])
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(db)
+            raise StoreError(f"{self.url}: expire failed: {exc}") from None
         return len(keys)
 
     def _delivered(self) -> list[tuple[str, int, Any, float]]:
