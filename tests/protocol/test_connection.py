@@ -730,3 +730,27 @@ def test_big_messages_are_decoded_off_the_loop_then_ordered() -> None:
     assert delivered == [1, 2]
     bad = server.decode(3, b'{"type":"ping","ts":1}')
     assert bad.code == "bad_envelope" and bad.id == 3
+
+
+def test_a_server_that_lost_acked_messages_is_named_and_a_new_session_starts() -> None:
+    """A store that went back in time (lagging replica, lost commit) must not stall or hide."""
+    session = Session(Sender(), Receiver(), id="S1")
+    for n in range(1, 9):
+        session.sender.add(payload(n, 0), 0.0)
+    while (out := session.sender.take()) is not None:
+        session.sender.written(out, 0.0)
+    session.sender.ack(upto=5)  # the server acked 1..5; 6..8 are in flight
+    client = Connection.client(session, OPTS, 0.0, token="t")
+    client.data_to_send(0.0)
+    client.receive_frame(json.dumps({
+        "type": "handshake_ack", "v": 1, "session": "S1", "resumed": True, "last_acked": 3,
+        "heartbeat_ms": 1000, "max_size": 4096}), 0.0)
+    events = client.events()
+    lost = [e for e in events if isinstance(e, Complained)]
+    assert lost and lost[0].code == "peer_lost_acked"
+    assert "2 acked message(s) lost" in lost[0].reason
+    assert any(isinstance(e, CloseNow) and e.code == 1011 for e in events)
+    assert not any(isinstance(e, Ready) for e in events)
+    assert session.id is None and session.sender.pending_ids() == [6, 7, 8]
+    again = Connection.client(session, OPTS, 0.0, token="t")
+    assert '"session":null' in str(again.data_to_send(0.0)[0])

@@ -484,6 +484,18 @@ class Connection:
             return
         resumed = bool(frame["resumed"]) and frame["session"] == session.id
         renumbered = 0
+        if resumed and frame["last_acked"] < session.sender.resolved_upto:
+            # The server acked more than it now has: its store went back in time (a
+            # lagging replica, a commit lost to a power cut). Those messages are gone
+            # from both sides; say so, and start a new session instead of stalling.
+            had = session.sender.resolved_upto
+            session.id = None
+            self._events.append(Complained(
+                "peer_lost_acked", f"the server resumed at id {frame['last_acked']} but had "
+                f"acked up to {had}: {had - frame['last_acked']} acked message(s) lost; "
+                "starting a new session"))
+            self._close(1011, "server lost acked messages")
+            return
         if resumed:
             try:
                 done = session.sender.resume(frame["last_acked"], "handshake_ack last_acked")
@@ -524,6 +536,11 @@ class Connection:
             session.owner.detach()
         session.owner = self
         self.session = session
+        if resumed and last_seen < session.sender.resolved_upto:
+            self._events.append(Complained(
+                "peer_lost_acked", f"the client resumed at id {last_seen} but had acked up "
+                f"to {session.sender.resolved_upto}: its store went back in time; "
+                f"{session.sender.resolved_upto - last_seen} acked message(s) lost"))
         if resumed:
             try:
                 done = session.sender.resume(last_seen, "handshake last_seen")

@@ -193,6 +193,16 @@ class Sender:
         self.held_bytes = 0
         return dropped
 
+    @property
+    def resolved_upto(self) -> int:
+        """Every id up to this one was acked or refused: the peer said it has them."""
+        first = self.next_id
+        if self.inflight:
+            first = min(first, next(iter(self.inflight)))
+        if self.unsent:
+            first = min(first, self.unsent[0].id)
+        return first - 1
+
     def pending_ids(self) -> list[int]:
         """Every held id, in id order (in flight first, then not yet written)."""
         return [*self.inflight, *(out.id for out in self.unsent)]
