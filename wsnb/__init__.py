@@ -2,7 +2,8 @@
 
 Start with `Client`, `Server` and `FaultProxy`; every layer writes to a
 `Timeline` you read as pandas DataFrames. `demo()` starts all three with a
-dashboard; `doctor(url)` checks any server. See docs/protocol.md for the wire.
+dashboard; `doctor(url)` checks any server; `open_store(url)` reads a session
+store. See docs/protocol.md for the wire, docs/durability.md for the stores.
 """
 
 from wsnb._receipt import Receipt
@@ -23,6 +24,7 @@ from wsnb.progress import send_with_progress
 from wsnb.protocol.backoff import Backoff
 from wsnb.proxy import FaultProxy
 from wsnb.server import Server, ServerSession
+from wsnb.store import StaleSession, StoreError, open_store
 from wsnb.timeline import EVENT_TYPES, Timeline
 
 __version__ = "0.1.0"
@@ -57,12 +59,15 @@ __all__ = [
     "Report",
     "Server",
     "ServerSession",
+    "StaleSession",
+    "StoreError",
     "Timeline",
     "WsnbError",
     "adoctor",
     "demo",
     "describe_close",
     "doctor",
+    "open_store",
     "run",
     "send_with_progress",
     *_PANELS,

@@ -71,6 +71,7 @@ class ServerSession:
     link: Link | None = None
     handler_busy: bool = False
     generation: int = 0  # the store's fencing generation this process holds
+    recorded_upto: int = 0  # the delivery mark of the last change queued for the store
 
     @property
     def closed_at(self) -> float | None:
@@ -350,8 +351,7 @@ class Server:
         if self._stored:  # recorded before it is written: a restart resends it, same id
             outcome = await self.store.enqueue(Change(session.id, session.generation,
                                                       outgoing=(pending_of(out),)))
-            if outcome.error is not None:
-                sender.forget(out.id)
+            if outcome.error is not None:  # the session is rebuilt from the store next time
                 self._store_failed(session, outcome.error)
                 raise outcome.error
             out.saved = True
@@ -475,8 +475,10 @@ class Server:
     def _record_delivery(self, link: Link, session: ServerSession, event: Delivered) -> None:
         """Record the delivery (and `apply` effects) in the store; ack once it is stored."""
         upto = session.state.receiver.last_delivered
-        future = self.store.enqueue(Change(session.id, session.generation, delivered_upto=upto,
-                                           messages=event.messages, log=self.log_delivered))
+        start, session.recorded_upto = session.recorded_upto, upto
+        future = self.store.enqueue(Change(session.id, session.generation, delivered_from=start,
+                                           delivered_upto=upto, messages=event.messages,
+                                           log=self.log_delivered))
         future.add_done_callback(lambda done: self._committed(link, session, upto, done))
 
     def _committed(self, link: Link, session: ServerSession, upto: int,
@@ -495,15 +497,20 @@ class Server:
 
     def _store_failed(self, session: ServerSession, error: Exception,
                       link: Link | None = None) -> None:
-        """A commit failed: close the link (the client resumes later); never ack it."""
+        """A commit failed: forget the session here and close its link; never ack it.
+
+        The store holds the truth: the client's next handshake rebuilds the
+        session from it, and changes queued after the failure are refused as
+        out of sequence, so no gap is ever recorded.
+        """
         link = link or session.link
+        if self.sessions.get(session.id) is session:
+            del self.sessions[session.id]
         if isinstance(error, StaleSession):
             code, reason = 1012, "session taken over by another server process"
-            if self.sessions.get(session.id) is session:
-                del self.sessions[session.id]
         else:
-            code, reason = 1011, f"session store unavailable: {error}"[:120]
-        self.timeline.record("error", peer=session.id[:8], detail=f"{code} {reason}"[:200])
+            code, reason = 1011, "session store unavailable"
+        self.timeline.record("error", peer=session.id[:8], detail=f"{code} {reason}: {error}"[:300])
         if link is not None and not link.closed.done():
             link.close(code, reason)
 
@@ -635,7 +642,7 @@ class Server:
                 session = await self._claim(session, hello, token_hash)
             except StoreError as exc:
                 self.timeline.record("error", peer=link.peer, detail=f"1011 {exc}"[:200])
-                conn.refuse(1011, f"session store unavailable: {exc}"[:120])
+                conn.refuse(1011, "session store unavailable")
                 link.pump()
                 return
         if link.closed.done():
@@ -692,7 +699,8 @@ class Server:
         if fresh is not old and self.sessions.get(fresh.id) is fresh:
             del self.sessions[fresh.id]  # the placeholder _session_for made
         session = ServerSession(record.key, record.token_hash, state,
-                                generation=record.generation)
+                                generation=record.generation,
+                                recorded_upto=record.last_delivered)
         self.sessions[record.key] = session
         return session
 

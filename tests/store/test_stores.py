@@ -198,3 +198,24 @@ async def test_commits_match_the_reference(store: Store) -> None:
         apply_change(other, burst[-1])
         assert await store.load(model.key) == model, burst
         assert await store.load(other.key) == other
+
+
+async def test_a_change_that_would_leave_a_gap_is_refused(store: Store) -> None:
+    """After a failed commit, later changes must not record a mark past its messages."""
+    made = await created(store)
+    gen = made.generation
+    first = await store.commit(Change(made.key, gen, delivered_from=0, delivered_upto=3,
+                                      messages=((1, "a"), (2, "b"), (3, "c")), log=True))
+    assert first.error is None
+    # The change for ids 4..5 "failed" (never reached the store); 6..8 must not land.
+    gap = await store.commit(Change(made.key, gen, delivered_from=5, delivered_upto=8,
+                                    messages=((6, "f"), (7, "g"), (8, "h")), log=True))
+    assert gap.error is not None and "out of sequence" in str(gap.error)
+    ahead = await store.commit(Change(made.key, gen, outgoing=(Pending(4, "x"),)))
+    assert ahead.error is not None and "next id is 1" in str(ahead.error)
+    again = await store.commit(Change(made.key, gen, delivered_from=3, delivered_upto=4,
+                                      messages=((4, "d"),), log=True))
+    assert again.error is None
+    loaded = await store.load(made.key)
+    assert loaded is not None and loaded.last_delivered == 4 and loaded.next_id == 1
+    assert list(store.delivered()["id"]) == [1, 2, 3, 4]

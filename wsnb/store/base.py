@@ -71,8 +71,11 @@ class Change:
     """One atomic write to one session (only the fields given are changed).
 
     ``delivered_upto`` moves the delivery mark; ``messages`` are the payloads
-    delivered with it (for the delivered log and `apply`). ``outgoing`` adds
-    pending messages; ``forget`` drops acked or refused ones (and every id up
+    delivered with it (for the delivered log and `apply`). ``delivered_from``
+    is the mark before them: a store whose mark is lower refuses the change
+    (an earlier commit failed; writing this one would skip its messages).
+    ``outgoing`` adds pending messages (refused likewise if their first id is
+    beyond the stored ``next_id``); ``forget`` drops acked or refused ones (and every id up
     to ``forget_upto``); ``renumber`` replaces all pending messages (a lost
     session: ids restart at 1).
     """
@@ -80,6 +83,7 @@ class Change:
     key: str
     generation: int
     session_id: str | None = None
+    delivered_from: int | None = None  # the mark this change continues from (gap check)
     delivered_upto: int | None = None
     messages: tuple[tuple[int, Any], ...] = ()
     outgoing: tuple[Pending, ...] = ()
@@ -199,7 +203,8 @@ class Store:
     async def load(self, key: str) -> StoredSession | None:
         """The stored session `key`, or None."""
         await self.flush()
-        return await self._run(self._load, key)
+        record: StoredSession | None = await self._run(self._load, key)
+        return record
 
     async def claim(self, key: str, create: StoredSession | None = None) -> StoredSession | None:
         """Take session `key` over: its generation goes up by one, fencing the old owner.
@@ -208,7 +213,8 @@ class Store:
         Returns the record as it now is, or None if missing and not created.
         """
         await self.flush()
-        return await self._run(self._claim, key, create)
+        record: StoredSession | None = await self._run(self._claim, key, create)
+        return record
 
     async def commit(self, change: Change) -> Outcome:
         """Apply `change`; returns once it is stored (durably, if ``durable``)."""
@@ -239,7 +245,7 @@ class Store:
 
     def delivered(self) -> Any:
         """The delivered log as a pandas DataFrame: session, id, payload, time (UTC)."""
-        import pandas as pd
+        import pandas as pd  # type: ignore[import-untyped,unused-ignore]
 
         rows = self._delivered()
         frame = pd.DataFrame(rows, columns=["session", "id", "payload", "time"])
@@ -300,6 +306,19 @@ class Store:
         raise NotImplementedError
 
 
+def out_of_sequence(change: Change, last_delivered: int, next_id: int) -> StoreError | None:
+    """The refusal of a change that would leave a gap, or None if it continues the record."""
+    if change.delivered_from is not None and last_delivered < change.delivered_from:
+        return StoreError(f"session {change.key[:8]}…: out of sequence: the store's delivery "
+                          f"mark is {last_delivered}, this change continues from "
+                          f"{change.delivered_from} (an earlier commit failed)")
+    if change.outgoing and change.renumber is None and change.outgoing[0].id > next_id:
+        return StoreError(f"session {change.key[:8]}…: out of sequence: the store's next id "
+                          f"is {next_id}, this change adds {change.outgoing[0].id} (an earlier "
+                          "commit failed)")
+    return None
+
+
 def stale(key: str, missing: bool) -> StaleSession:
     """The refusal of a change to a session this owner no longer holds."""
     if missing:
@@ -348,6 +367,10 @@ class MemoryStore(Store):
             record = self._sessions.get(change.key)
             if record is None or record.generation != change.generation:
                 outcomes.append(Outcome(stale(change.key, record is None)))
+                continue
+            gap = out_of_sequence(change, record.last_delivered, record.next_id)
+            if gap is not None:
+                outcomes.append(Outcome(gap))
                 continue
             apply_change(record, change)
             outcome = Outcome()

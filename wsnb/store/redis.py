@@ -89,6 +89,7 @@ from wsnb.store.base import (
     Store,
     StoredSession,
     StoreError,
+    out_of_sequence,
 )
 
 CONNECT_TIMEOUT = 2.0  # seconds to reach Redis (each attempt; one retry)
@@ -208,8 +209,11 @@ class RedisStore(Store):
     # ----- connections ---------------------------------------------------------------
 
     def _options(self) -> dict[str, Any]:
+        # retry_on_error: redis-py 5.0 retries only the errors named here (6+ by default).
         return {"decode_responses": True, "socket_connect_timeout": CONNECT_TIMEOUT,
-                "socket_timeout": COMMAND_TIMEOUT}
+                "socket_timeout": COMMAND_TIMEOUT,
+                "retry_on_error": [redis.exceptions.ConnectionError,
+                                   redis.exceptions.TimeoutError]}
 
     def _async(self) -> redis.asyncio.Redis:
         if self._client is None:
@@ -426,6 +430,10 @@ class RedisStore(Store):
                 if state.generation != change.generation:
                     outcomes.append(Outcome(StaleSession(
                         f"session {change.key[:8]}… was claimed by another owner")))
+                    continue
+                gap = out_of_sequence(change, state.last_delivered, state.next_id)
+                if gap is not None:
+                    outcomes.append(Outcome(gap))
                     continue
                 outcome = queued[index] = Outcome()
                 start = len(pipe)

@@ -31,6 +31,7 @@ from wsnb.store.base import (
     Store,
     StoredSession,
     StoreError,
+    out_of_sequence,
     stale,
 )
 
@@ -183,15 +184,16 @@ class SQLiteStore(Store):
         outcomes: list[Outcome] = []
         try:
             db.execute("BEGIN IMMEDIATE")
-            generations: dict[str, int | None] = {}
             for change in changes:
                 key = change.key
-                if key not in generations:
-                    row = db.execute("SELECT generation FROM wsnb_sessions WHERE key=?",
-                                     (key,)).fetchone()
-                    generations[key] = None if row is None else row[0]
-                if generations[key] != change.generation:
-                    outcomes.append(Outcome(stale(key, generations[key] is None)))
+                row = db.execute("SELECT generation, last_delivered, next_id FROM wsnb_sessions "
+                                 "WHERE key=?", (key,)).fetchone()
+                if row is None or row[0] != change.generation:
+                    outcomes.append(Outcome(stale(key, row is None)))
+                    continue
+                gap = out_of_sequence(change, row[1], row[2])
+                if gap is not None:
+                    outcomes.append(Outcome(gap))
                     continue
                 outcomes.append(self._apply_one(db, change))
             db.execute("COMMIT")
