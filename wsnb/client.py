@@ -1,4 +1,9 @@
-"""The reliable asyncio client: readyState, READY, heartbeats, reconnect, outbox, acks."""
+"""The reliable asyncio client: readyState, READY, heartbeats, reconnect, outbox, acks.
+
+With ``store=`` the client's half of the session (its outbox, its session id,
+the last message it delivered) lives in a session store (`wsnb.store`), so a
+crashed or restarted kernel resumes where it was: see `Client` (``store``).
+"""
 
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from wsnb.protocol.close import CLOSE_RULES, TLS_RULE, CloseRule, describe_close
 from wsnb.protocol.connection import (
     Acked,
     Closed,
+    Complained,
     Connection,
     Delivered,
     Event,
@@ -40,7 +46,17 @@ from wsnb.protocol.connection import (
     Refused as RefusedEvent,
 )
 from wsnb.protocol.heartbeat import dead_link_bound
-from wsnb.protocol.session import Receiver, Sender, Session
+from wsnb.protocol.session import Outgoing, Receiver, Sender, Session
+from wsnb.store import (
+    Change,
+    Outcome,
+    StaleSession,
+    Store,
+    StoredSession,
+    StoreError,
+    store_from_url,
+)
+from wsnb.store.base import pending_of, to_session
 from wsnb.timeline import Timeline
 from wsnb.transport import ConnectOptions, UpgradeFailed, WebSocketProtocol, connect
 
@@ -90,6 +106,13 @@ class Client:
     ``protocol="raw"`` talks to any server with plain frames (receipts end at
     "written": nothing acks them). Public coroutines may be awaited from any
     event loop or thread.
+
+    With ``store=`` the outbox is durable: `send` returns once the message
+    is recorded, and a kernel that crashed (or a new `Client` on the same
+    store and ``store_key``) resumes the session, resending what was not
+    acked with the same ids (receipts in `recovered`); the server drops
+    what it already had. Exactly once end to end needs the server's session
+    to survive too (a live server, or one with a durable store).
 
     Args:
         url: ``ws://`` or ``wss://`` address (credentials and token-like query
@@ -141,6 +164,28 @@ class Client:
             or an event loop.
         seed: seeds the backoff jitter (reproducible runs).
         name: the ``peer`` column of this client's timeline rows.
+        store: where the client's half of the session is kept (None: in memory
+            only, as before): a URL (``"sqlite:///abs/path.db"``, ``"redis://..."``,
+            `wsnb.store`) or a `Store`. Parsed here (a bad URL raises `StoreError`),
+            opened by the first `connect` or `send` (an unreachable store raises
+            `StoreError` naming it). What it guarantees: a message whose `send`
+            returned survives a crash and is resent after the restart with the
+            same id, so the server delivers it once; the store records an
+            incoming message as delivered only once the application took it (the
+            sync `on_message` returned, the async one finished, or `recv`
+            returned it) and the ack waits for that record, so **the ack never
+            runs ahead of the store**. A crash after the application took a
+            message but before the record means the server resends it and the
+            application gets it again: delivery to your handler is
+            **at-least-once across a crash** unless the handler is idempotent.
+            `close` keeps un-acked messages in the store (their receipts fail
+            here; the next client on the store resends them), then flushes and
+            closes a store it opened from a URL (a `Store` you passed is only
+            flushed). Needs ``protocol="wsnb"``.
+        store_key: the name of this client's record in the store: one owner at
+            a time. Claiming it (the first `connect`) fences out any earlier
+            owner, in this process or another; the fenced client stops with
+            `StaleSession` ("store key ... was taken by another process").
     """
 
     def __init__(
@@ -181,6 +226,8 @@ class Client:
         loop: LoopChoice = "auto",
         seed: int | None = None,
         name: str = "client",
+        store: str | Store | None = None,
+        store_key: str = "client",
     ) -> None:
         self._url = Secret(check_url(url))  # a query string may carry a token
         self.dialect = get_dialect(dialect) if dialect is not None else None
@@ -193,6 +240,11 @@ class Client:
                 reply_key = self.dialect.reply_key
         if protocol not in ("wsnb", "raw"):
             raise ValueError(f'protocol must be "wsnb" or "raw", not {protocol!r}')
+        if store is not None and protocol == "raw":
+            raise ValueError("store= needs protocol='wsnb': raw mode has no acks, so nothing "
+                             "says when a stored message may be forgotten")
+        if not isinstance(store_key, str) or not store_key:
+            raise ValueError(f"store_key must be a non-empty str, got {store_key!r}")
         if when_closed not in ("queue", "raise", "drop"):
             raise ValueError(f'when_closed must be "queue", "raise" or "drop", not {when_closed!r}')
         if when_full not in ("wait", "raise"):
@@ -257,6 +309,28 @@ class Client:
             handshake_timeout=handshake_timeout, final_codes=frozenset(final_codes),
             retry_codes=frozenset(retry_codes))
         self.session = Session(Sender(max_outbox, max_outbox_bytes), Receiver(max_held=max_outbox))
+        #: the session store (None without ``store=``); parsed now, opened by connect/send
+        self.store: Store | None = store_from_url(store) if store is not None else None
+        self.store_key = store_key
+        #: receipts of the un-acked messages restored from the store, in id order
+        self.recovered: list[Receipt] = []
+        self._store_source = store
+        self._store_opened = False  # open() was called on self.store: close() releases it
+        self._store_claimed = False  # we own store_key at _store_generation
+        self._store_closed = False  # close() released a store we opened: make a new one
+        self._store_generation = 0
+        self._store_error: StoreError | None = None
+        self._store_lock: asyncio.Lock | None = None
+        self._store_jobs: set[asyncio.Future[Outcome]] = set()
+        # Delivery marks live in "store space": the wire id plus the `_base` of the wire
+        # session (the mark when that session began), so they only ever go up while wire
+        # ids restart at 1 in a new session; the base is kept with the session id.
+        self._base = 0
+        self._mark_hw = 0  # highest mark handed to the application (or skipped)
+        self._mark_sent = 0  # highest mark submitted to the store
+        self._held_marks: deque[int] = deque()  # in the inbox or a running async handler
+        self._renumber_seq = 0
+        self._held_for_renumber: set[Outgoing] = set()  # written only once renumber is stored
         self.link: Link | None = None
         self.ready_state = ReadyState.CLOSED
         self.ready = False
@@ -364,8 +438,15 @@ class Client:
 
     @on_own_loop
     async def connect(self, timeout: float | None = 30.0) -> Client:
-        """Start connecting (and reconnecting); return once READY (OPEN in raw mode)."""
+        """Start connecting (and reconnecting); return once READY (OPEN in raw mode).
+
+        With a store, it is opened and ``store_key`` claimed first (the session
+        restored from it); `StoreError` says why if that fails.
+        """
         if self._task is None or self._task.done():
+            if self.store is not None:
+                self._store_error = None
+                await self._ensure_store()
             self._closing = False
             self._stop_error = None
             self._close_requested.clear()
@@ -424,6 +505,10 @@ class Client:
         return await call_on(self._loop, self._enqueue(data, z))
 
     async def _enqueue(self, data: str | bytes, z: int) -> Receipt:
+        if self.store is not None:
+            if self._store_error is not None:  # stopped: connect() again to take over
+                raise self._store_error
+            await self._ensure_store()
         if not self.ready:
             where = f"not READY (readyState {self.ready_state.name})"
             if self.when_closed == "raise":
@@ -445,9 +530,24 @@ class Client:
                     f"(limits {sender.max_messages} messages, {sender.max_bytes} bytes)")
             self._room.clear()
             await self._room.wait()
+        stored = self._store_claimed
         out = sender.add(data, time.monotonic(), z=z, size=size,  # type: ignore[arg-type]
-                         binary=isinstance(data, bytes))
+                         binary=isinstance(data, bytes), saved=not stored)
         out.handle = receipt = Receipt(out.id, raw=self.protocol == "raw")
+        if stored:  # recorded before it may be written, and before send() returns
+            self.timeline.record("sent", direction="out", id=out.id, size=size, peer=self.name)
+            job = self._store_write(Change(self.store_key, self._store_generation,
+                                           outgoing=(pending_of(out),)))
+            job.add_done_callback(lambda done: self._store_saved(out, done))
+            with contextlib.suppress(Exception):
+                await asyncio.shield(job)
+            error = _job_error(job)
+            if error is not None:
+                raise self._store_error or error
+            if not self.ready:
+                self.timeline.record("queued", direction="out", id=out.id, size=size,
+                                     peer=self.name, detail="not READY: held in outbox")
+            return receipt  # _store_saved kicks the link
         greeting = (self._greeting is not None and self.protocol == "raw"
                     and asyncio.current_task() is self._on_open_task)
         if greeting:
@@ -555,6 +655,8 @@ class Client:
         await self._wait(lambda: bool(self.inbox), timeout, what="a message")
         message = self.inbox.popleft()
         self._grant()
+        if self._store_claimed:
+            self._store_progress()
         return message
 
     @on_own_loop
@@ -575,7 +677,11 @@ class Client:
 
     @on_own_loop
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close for good: no reconnect; un-acked messages are dropped and their receipts fail."""
+        """Close for good: no reconnect; un-acked messages are dropped and their receipts fail.
+
+        With a store they stay recorded there (the next client on the store
+        resends them); the store is flushed, and closed if the client opened it.
+        """
         self._closing = True
         self._close_requested.set()
         if self._task is not None and not self._task.done():
@@ -588,8 +694,16 @@ class Client:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._fail_held("dropped", "client closed by the user",
-                        NotOpen("client closed before the message was acked"))
+        if self._store_claimed:
+            self._fail_held("dropped", "client closed by the user (kept in the store: resent "
+                            f"by the next client on store_key={self.store_key!r})",
+                            NotOpen("client closed before the message was acked; it stays in "
+                                    f"the store under store_key={self.store_key!r}"))
+        else:
+            self._fail_held("dropped", "client closed by the user",
+                            NotOpen("client closed before the message was acked"))
+        if self.store is not None and self._store_opened:
+            await self._release_store()
         if self.close_code != code or self.ready_state != ReadyState.CLOSED:
             self.close_code, self.close_reason = code, reason
             self.timeline.record("close", peer=self.name, detail=describe_close(code, reason))
@@ -639,8 +753,13 @@ class Client:
                                  peer=self.name)
             self._notify()
 
-    def _fail_held(self, state: str, why: str, error: Exception) -> None:
-        for out in self.session.sender.clear():
+    def _fail_held(self, state: str, why: str, error: Exception, *,
+                   forget: bool = False) -> None:
+        dropped = self.session.sender.clear()
+        if forget and dropped and self._store_claimed:  # failed for good: not resent later
+            self._store_forget(tuple(out.id for out in dropped))
+        self._held_for_renumber.clear()
+        for out in dropped:
             self.timeline.record("dropped", direction="out", id=out.id, size=out.size,
                                  peer=self.name, detail=why)
             if out.handle is not None:
@@ -668,6 +787,11 @@ class Client:
     def _on_event(self, event: Event) -> None:
         kind = type(event)
         if kind is Acked or kind is RefusedEvent:
+            if self._store_claimed:
+                if isinstance(event, Acked):
+                    self._store_forget(tuple(out.id for out in event.messages))
+                elif isinstance(event, RefusedEvent):
+                    self._store_forget((event.message.id,))
             self._room.set()
             self._notify()
         elif kind is Delivered:
@@ -680,6 +804,8 @@ class Client:
             assert isinstance(event, Closed)
             self._closed_event = event
         else:
+            if kind is Complained and self._store_claimed:  # a nacked id counts as consumed
+                self._store_progress(self._base + self.session.receiver.last_delivered)
             self._notify()
 
     _closed_event: Closed | None = None
@@ -708,14 +834,23 @@ class Client:
             messages = tuple((i, _strict_json(p)) for i, p in messages)
         if self._requests or self.dialect is not None:
             messages = tuple(m for m in messages if not self._match_reply(m[1]))
+        stored = self._store_claimed
+        base = self._base
         if self.on_message is None:
             self.inbox.extend(payload for _, payload in messages)
+            if stored:  # recorded as delivered once recv() returns it
+                self._held_marks.extend(base + msg_id for msg_id, _ in messages)
         elif not self._async_handler:
             for _, payload in messages:
                 self._call_handler(payload)
         elif messages:
             self._handler_busy = True
-            asyncio.ensure_future(self._run_handler([p for _, p in messages]))
+            marks = [base + msg_id for msg_id, _ in messages] if stored else None
+            if marks is not None:
+                self._held_marks.extend(marks)
+            asyncio.ensure_future(self._run_handler([p for _, p in messages], marks))
+        if stored:
+            self._store_progress(base + self.session.receiver.last_delivered)
         self._notify()
 
     def _call_handler(self, payload: Any) -> None:
@@ -726,9 +861,9 @@ class Client:
             self.timeline.record("error", peer=self.name,
                                  detail=f"on_message raised {type(exc).__name__}: {exc}"[:200])
 
-    async def _run_handler(self, payloads: list[Any]) -> None:
+    async def _run_handler(self, payloads: list[Any], marks: list[int] | None = None) -> None:
         assert self.on_message is not None
-        for payload in payloads:
+        for index, payload in enumerate(payloads):
             try:
                 result = self.on_message(payload)
                 if result is not None:
@@ -736,10 +871,17 @@ class Client:
             except Exception as exc:
                 self.timeline.record("error", peer=self.name,
                                      detail=f"on_message raised {type(exc).__name__}: {exc}"[:200])
+            if marks is not None:  # (store) this one is done: it may be recorded
+                held = self._held_marks
+                if held and held[0] == marks[index]:
+                    held.popleft()
+                self._store_progress()
         self._handler_busy = False
         self._grant()
 
     def _on_ready(self, event: Ready) -> None:
+        if self._store_claimed and not event.resumed:
+            self._store_new_session(event)
         if event.lost:
             self.timeline.record("error", peer=self.name, detail=(
                 f"session lost on the server: {event.renumbered} un-acked messages renumbered "
@@ -783,8 +925,12 @@ class Client:
 
     async def _supervise(self) -> None:
         policy = self._policy = ReconnectPolicy(self.backoff, self._rng)
+        first = True
         try:
             while not self._closing:
+                if self.store is not None and not first and not await self._store_still_ours():
+                    return
+                first = False
                 self.next_retry_at = None
                 self._set_state(ReadyState.CONNECTING)
                 code, reason, rule, hint = await self._connect_once(policy)
@@ -801,7 +947,7 @@ class Client:
                 self.attempt = policy.attempt
                 if delay is None:
                     self._fail_held("refused", f"closed for good: {words}",
-                                    Refused("closed", words))
+                                    Refused("closed", words), forget=True)
                     self._set_state(ReadyState.CLOSED, detail="not reconnecting")
                     if self._stop_error is None:
                         self._stop_error = NotOpen(f"closed: {words}")
@@ -820,6 +966,252 @@ class Client:
             self._stop_error = RuntimeError(self.last_error)
             self._set_state(ReadyState.CLOSED)
             self._notify()
+
+    # ----- the session store (store=) --------------------------------------------
+
+    @property
+    def _store_label(self) -> str:
+        url = self.store.url if self.store is not None else ""
+        return safe_url(url) if "@" in url else url  # never show a password
+
+    async def _ensure_store(self) -> None:
+        """Open the store and claim ``store_key`` once (first `connect` or `send`)."""
+        if self.store is None or self._store_claimed:
+            return
+        if self._store_lock is None:
+            self._store_lock = asyncio.Lock()
+        async with self._store_lock:
+            if not self._store_claimed:
+                await self._claim_store()
+
+    async def _claim_store(self) -> None:
+        assert self._store_source is not None
+        if self._store_closed:  # close() released the one we opened: a new handle
+            self.store = store_from_url(self._store_source)
+            self._store_closed = False
+        store = self.store
+        assert store is not None
+        key = self.store_key
+        self._store_opened = True  # even if open() fails: close() releases its thread
+        try:
+            await store.open()
+            record = await store.claim(key, create=StoredSession(key, None))
+        except StoreError:
+            raise
+        except Exception as exc:  # a driver error: say which store
+            raise StoreError(f"{self._store_label}: cannot open: "
+                             f"{type(exc).__name__}: {exc}") from exc
+        if record is None:
+            raise StoreError(f"{self._store_label}: claiming store_key={key!r} returned nothing")
+        self._restore(record)
+
+    def _restore(self, record: StoredSession) -> None:
+        """Rebuild the protocol session from `record`; un-acked messages get receipts."""
+        wire_id, base = _split_stored_id(record.session_id, record.last_delivered)
+        delivered = max(0, record.last_delivered - base)
+        old = self.session
+        self.session = to_session(
+            dataclasses.replace(record, session_id=wire_id, last_delivered=delivered),
+            Sender(old.sender.max_messages, old.sender.max_bytes),
+            Receiver(max_held=old.receiver.max_held))
+        self._store_generation = record.generation
+        self._store_claimed = True
+        self._base = base
+        self._mark_hw = base + delivered
+        self._mark_sent = record.last_delivered
+        # Messages not yet taken from the inbox were not recorded: the server resends them.
+        self._held_marks.clear()
+        self.inbox.clear()
+        self._held_for_renumber.clear()
+        self.recovered = []
+        for out in self.session.sender.unsent:
+            out.handle = receipt = Receipt(out.id)
+            self.recovered.append(receipt)
+            self.timeline.record("queued", direction="out", id=out.id, size=out.size,
+                                 peer=self.name, detail="restored from the store: resent on READY")
+        where = f"session {wire_id[:8]}…" if wire_id else "no session yet"
+        self.timeline.record(
+            "state", state="RESTORED", peer=self.name,
+            detail=f"restored {len(self.recovered)} un-acked messages from {self._store_label} "
+                   f"(store_key={self.store_key!r}, {where}, delivered up to {delivered}, "
+                   f"generation {record.generation})")
+
+    def _store_write(self, change: Change) -> asyncio.Future[Outcome]:
+        """Commit `change` in call order (tasks start FIFO); the future holds the outcome."""
+        assert self.store is not None
+        job: asyncio.Future[Outcome] = asyncio.ensure_future(self.store.commit(change))
+        self._store_jobs.add(job)
+        job.add_done_callback(self._store_jobs.discard)
+        return job
+
+    def _store_forget(self, ids: tuple[int, ...]) -> None:
+        """Acked or refused: drop from the store without waiting (a lost forget costs a
+        resend the server drops); a failure, a fencing one above all, still stops us."""
+        job = self._store_write(Change(self.store_key, self._store_generation, forget=ids))
+        job.add_done_callback(self._store_checked)
+
+    def _store_checked(self, job: asyncio.Future[Outcome]) -> None:
+        error = _job_error(job)
+        if error is not None:
+            self._store_failed(error)
+
+    def _store_saved(self, out: Outgoing, job: asyncio.Future[Outcome]) -> None:
+        """The message is recorded: it may be written now (unless a renumber is pending)."""
+        error = _job_error(job)
+        if error is not None:
+            self._store_failed(error)
+            return
+        if out not in self._held_for_renumber:
+            out.saved = True
+        link = self.link
+        if link is not None and self.ready:
+            link.kick()
+
+    def _store_progress(self, delivered: int | None = None) -> None:
+        """Record as delivered every mark the application has taken (`delivered`: the
+        mark of the last message handed up, or skipped)."""
+        if not self._store_claimed:
+            return
+        if delivered is not None and delivered > self._mark_hw:
+            self._mark_hw = delivered
+        held = self._held_marks
+        if self.on_message is None:  # the inbox: what recv() (or anyone) took is done
+            while len(held) > len(self.inbox):
+                held.popleft()
+        target = held[0] - 1 if held else self._mark_hw
+        if target <= self._mark_sent:
+            return
+        self._mark_sent = target
+        job = self._store_write(Change(self.store_key, self._store_generation,
+                                       delivered_upto=target))
+        job.add_done_callback(lambda done: self._store_recorded(target, done))
+
+    def _store_recorded(self, mark: int, job: asyncio.Future[Outcome]) -> None:
+        """Deliveries up to `mark` are stored: only now may the server hear they arrived."""
+        error = _job_error(job)
+        if error is not None:
+            self._store_failed(error)
+            return
+        upto = mark - self._base
+        if upto <= 0:
+            return  # a session that is over: nothing to ack there
+        link = self.link
+        receiver = self.session.receiver
+        if link is not None and link.conn.ready and link.conn.session is self.session:
+            link.conn.commit(upto, self._loop.time())
+            link.pump()
+        elif upto > receiver.committed:
+            # Between connections: the next handshake's last_seen says it. Not
+            # Receiver.commit, which owes an ack a connection that is still opening
+            # could write before handshake_ack (a server refuses that with 1002).
+            receiver.committed = min(upto, receiver.last_delivered)
+        self._notify()
+
+    def _store_new_session(self, event: Ready) -> None:
+        """READY in a new session: store its id, the renumbered outbox and a new base.
+
+        Wire ids restart at 1 but the stored delivery mark can only go up, so the
+        session's base (the mark so far) is stored with its id and marks are base + id.
+        The renumbered messages are written only once this is stored: a crash in
+        between resumes the old numbering, never a mix.
+        """
+        sender = self.session.sender
+        held = [*sender.inflight.values(), *sender.unsent]
+        self._base = self._mark_hw
+        self._renumber_seq += 1
+        seq = self._renumber_seq
+        self._held_for_renumber = set(held)
+        for out in held:
+            out.saved = False
+        job = self._store_write(Change(
+            self.store_key, self._store_generation,
+            session_id=_stored_id(event.session, self._base),
+            renumber=tuple(pending_of(out) for out in held), next_id=sender.next_id))
+        job.add_done_callback(lambda done: self._store_renumbered(seq, done))
+
+    def _store_renumbered(self, seq: int, job: asyncio.Future[Outcome]) -> None:
+        error = _job_error(job)
+        if error is not None:
+            self._store_failed(error)
+            return
+        if seq != self._renumber_seq:
+            return  # a newer session's renumber covers these
+        for out in self._held_for_renumber:
+            out.saved = True
+        self._held_for_renumber.clear()
+        if self.link is not None:
+            self.link.pump()
+
+    async def _store_still_ours(self) -> bool:
+        """Before a reconnect: does ``store_key`` still belong to us (no newer claim)?"""
+        assert self.store is not None
+        if not self._store_claimed:
+            return self._store_error is None
+        try:
+            record = await self.store.load(self.store_key)
+        except Exception as exc:
+            self._store_failed(exc)
+            return False
+        if record is None or record.generation != self._store_generation:
+            self._store_failed(StaleSession(f"{self.store_key} claimed again"))
+            return False
+        return True
+
+    def _store_failed(self, error: Exception) -> None:
+        """A store write failed or another owner claimed the key: stop, say why, never
+        continue unrecorded. `connect` again claims the key back."""
+        if self._store_error is not None or not self._store_claimed:
+            return
+        label = self._store_label
+        if isinstance(error, StaleSession):
+            error = StaleSession(
+                f"store key {self.store_key!r} was taken by another process (or another "
+                f"Client) on {label}: this client stopped; connect() again to take it back")
+        elif not isinstance(error, StoreError):
+            error = StoreError(f"{label}: {type(error).__name__}: {error}")
+        elif label not in str(error):
+            error = StoreError(f"{label}: {error}")
+        self._store_error = error
+        self._store_claimed = False
+        self._stop_error = error
+        self.last_error = str(error)
+        self.timeline.record("error", peer=self.name, detail=str(error)[:200])
+        self._closing = True
+        self._close_requested.set()
+        link = self.link
+        if link is not None:
+            link.abort()  # no close frame: the session stays on the server for its owner
+        task = self._task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+        self._fail_held("dropped", f"store failed: {error}"[:200], error)
+        self._set_ready(False)
+        self._set_state(ReadyState.CLOSED, detail="store failed: not reconnecting")
+        self._notify()
+
+    async def _release_store(self) -> None:
+        """close(): let queued writes land, then close the store if we opened it."""
+        store = self.store
+        assert store is not None
+        jobs = list(self._store_jobs)
+        if jobs:
+            await asyncio.wait(jobs)
+        try:
+            if self._own_store:
+                await store.close()
+                self._store_closed = True
+            else:
+                await store.flush()
+        except Exception as exc:  # shown; close() itself does not fail
+            self.timeline.record("error", peer=self.name,
+                                 detail=f"closing {self._store_label}: "
+                                        f"{type(exc).__name__}: {exc}"[:200])
+        self._store_opened = False
+        self._store_claimed = False
+
+    @property
+    def _own_store(self) -> bool:
+        return isinstance(self._store_source, str)
 
     def _attempt_timeout(self, configured: float) -> float:
         """Once the server's heartbeat is known, an attempt silent for longer is on a dead link."""
@@ -893,6 +1285,31 @@ class Client:
         if closed.code == 1002 and closed.by_us:
             self.last_error = closed.reason
         return closed.code, closed.reason, closed.rule, closed.hint_s
+
+
+def _job_error(job: asyncio.Future[Outcome]) -> Exception | None:
+    """Why a store write failed (None if it was applied)."""
+    if job.cancelled():
+        return StoreError("store write cancelled")
+    exc = job.exception()
+    if exc is not None:
+        return exc if isinstance(exc, Exception) else StoreError(f"store write: {exc!r}")
+    return job.result().error
+
+
+def _stored_id(session_id: str, base: int) -> str:
+    """What the store keeps as the session id: the wire id and its delivery-mark base."""
+    return f"{session_id}#{base}"
+
+
+def _split_stored_id(stored: str | None, last_delivered: int) -> tuple[str | None, int]:
+    """(wire session id, base) from a stored client session id (see `_stored_id`)."""
+    if stored is None:
+        return None, last_delivered
+    wire, sep, base = stored.rpartition("#")
+    if sep and base.isdigit():
+        return wire, int(base)
+    return stored, 0
 
 
 def _text(secret: Secret | None) -> str | None:
