@@ -754,3 +754,20 @@ def test_a_server_that_lost_acked_messages_is_named_and_a_new_session_starts() -
     assert session.id is None and session.sender.pending_ids() == [6, 7, 8]
     again = Connection.client(session, OPTS, 0.0, token="t")
     assert '"session":null' in str(again.data_to_send(0.0)[0])
+
+
+def test_no_ack_leaves_before_handshake_ack() -> None:
+    """Acks owed from the last connection wait for READY (PROTOCOL.md: only handshake before)."""
+    session = Session(Sender(), Receiver(), id="S1")
+    session.receiver.accept(1, "x", 0.0)
+    session.receiver.take(0.0)  # delivered on the old connection, ack not sent yet
+    client = Connection.client(session, OPTS, 0.0, token="t")
+    frames = client.data_to_send(0.0)
+    client.tick(5.0)  # past the ack deadline, still waiting for handshake_ack
+    frames += client.data_to_send(5.0)
+    assert [json.loads(f)["type"] for f in frames] == ["handshake"]
+    client.receive_frame(json.dumps({
+        "type": "handshake_ack", "v": 1, "session": "S1", "resumed": True, "last_acked": 0,
+        "heartbeat_ms": 1000, "max_size": 4096}), 5.0)
+    client.tick(5.2)
+    assert any('"ack"' in str(f) for f in client.data_to_send(5.2))

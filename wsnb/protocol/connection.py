@@ -750,6 +750,8 @@ class Connection:
         session = self.session
         if session is None or not self.attached or self.options.raw:
             return
+        if self.phase is not Phase.READY:  # a client sends nothing but handshake (and pong)
+            return
         receiver = session.receiver
         if self.ack_hold:
             receiver.ack_delay, receiver.ack_every = self.ack_hold, 1 << 30
