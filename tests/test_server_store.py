@@ -158,3 +158,15 @@ async def test_a_store_that_cannot_be_opened_stops_start(tmp_path: Path) -> None
     corrupt.write_bytes(b"this is not a database" * 200)
     with pytest.raises(StoreError, match="not a usable SQLite store: file is not a database"):
         await wsnb.Server(port=0, store=f"sqlite://{corrupt}", loop="current").start()
+
+
+async def test_the_memory_store_logs_deliveries_without_holding_acks(make_client: Any) -> None:
+    async with wsnb.Server(port=0, token="demo", store="memory://", log_delivered=True,
+                           loop="current") as server:
+        client = make_client(server.url)
+        await client.connect()
+        await send_all(client, 1, 50)
+        assert client.reconnects == 0 and not server.store.durable
+        log = server.store.delivered()
+        assert [p["n"] for p in log["payload"]] == list(range(1, 51))
+        assert set(log["session"]) == {client.session_id}

@@ -460,8 +460,10 @@ class Server:
             self.delivered.append(payload)
         if self.keep_delivered is not None and len(self.delivered) > self.keep_delivered:
             del self.delivered[: len(self.delivered) - self.keep_delivered]
-        if self._stored or self.log_delivered:
+        if self._stored:
             self._record_delivery(link, session, event)
+        elif self.log_delivered and isinstance(self.store, MemoryStore):
+            self.store.append_log(session.id, event.messages)
         if self.handler is None:
             return
         if inspect.iscoroutinefunction(self.handler):

@@ -386,6 +386,11 @@ class MemoryStore(Store):
             outcomes.append(outcome)
         return outcomes
 
+    def append_log(self, session: str, messages: tuple[tuple[int, Any], ...]) -> None:
+        """Log deliveries of a session held outside the store (a server in memory)."""
+        now = time.time()
+        self._log.extend((session, msg_id, payload, now) for msg_id, payload in messages)
+
     def _expire(self, older_than: float) -> int:
         gone = [key for key, record in self._sessions.items()
                 if record.closed_at is not None and record.closed_at < older_than]
