@@ -11,8 +11,9 @@ Keys, with the default prefix:
 - ``wsnb:o:<key>``: its outbox, a hash id -> JSON ``[data, z, size]``;
 - ``wsnb:closed``: a sorted set key -> closed_at of the closed sessions (what
   `Store.expire` scans);
-- ``wsnb:delivered``: a stream, the delivered log (fields session, id,
-  payload JSON, time);
+- ``wsnb:delivered``: a stream, the delivered log: one entry per committed
+  delivery (fields session, ids as a JSON list, payloads as a JSON list,
+  time), one row per message in `Store.delivered`;
 - ``wsnb:epoch``: set once (``SET NX``) when a store first opens an empty
   Redis; a new epoch means Redis lost its data, and `Store.why_missing` says so.
 
@@ -545,9 +546,10 @@ class RedisStore(Store):
         if change.log:
             now = repr(time.time())
             session = state.session_id or key
-            for msg_id, payload in change.messages:
-                pipe.xadd(self.log_key, {"session": session, "id": msg_id,
-                                         "payload": _json(payload), "time": now})
+            # One stream entry per change (all its messages): one command, not one per message.
+            pipe.xadd(self.log_key, {
+                "session": session, "ids": _json([msg_id for msg_id, _ in change.messages]),
+                "payloads": _json([payload for _, payload in change.messages]), "time": now})
         if self.apply is None:
             return
         for position, (msg_id, payload) in enumerate(change.messages):
@@ -616,8 +618,10 @@ class RedisStore(Store):
             for _ in range(total // _CHUNK + 2):
                 entries = client.xrange(self.log_key, start, "+", count=_CHUNK)
                 for _entry_id, fields in entries:
-                    rows.append((fields["session"], int(fields["id"]),
-                                 orjson.loads(fields["payload"]), float(fields["time"])))
+                    when = float(fields["time"])
+                    rows.extend((fields["session"], int(msg_id), payload, when) for msg_id, payload
+                                in zip(orjson.loads(fields["ids"]),
+                                       orjson.loads(fields["payloads"]), strict=True))
                 if len(entries) < _CHUNK:
                     break
                 start = f"({entries[-1][0]}"
