@@ -311,3 +311,20 @@ def test_the_client_never_imports_widgets() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+async def test_every_ready_follows_its_open(server, make_client) -> None:
+    """OPEN is recorded at the upgrade, before a handshake_ack read in the same burst."""
+    client = make_client(server.url)
+    await client.connect()
+    for cut in range(1, 6):
+        client.disconnect_now()
+        await client.wait_until(lambda c, cut=cut: c.ready and c.reconnects >= cut, timeout=10)
+    states = [s for s in client.timeline.states()["state"] if s]
+    socket_state = None
+    for state in states:
+        if state == "READY":
+            assert socket_state == "OPEN", states
+        if state in ("CONNECTING", "OPEN", "CLOSING", "CLOSED"):
+            socket_state = state
+    assert states.count("READY") == 6

@@ -1220,6 +1220,11 @@ class Client:
         return min(configured, max(1.0, dead_link_bound(self.server_heartbeat_ms)))
 
     def _new_link(self, ws: WebSocketProtocol) -> Link:
+        """The upgrade succeeded: OPEN now, before any frame (handshake_ack) is read."""
+        self.handshake_response = ws.response
+        self.subprotocol = ws.subprotocol
+        self._set_state(ReadyState.OPEN,
+                        detail=f"subprotocol {ws.subprotocol}" if ws.subprotocol else "")
         options = dataclasses.replace(
             self._options, handshake_timeout=self._attempt_timeout(self.handshake_timeout))
         conn = Connection.client(self.session, options, self._loop.time(),
@@ -1249,7 +1254,7 @@ class Client:
             open_timeout=self._attempt_timeout(self.open_timeout))
         self._closed_event = None
         try:
-            ws = await connect(url, self._new_link, options)
+            await connect(url, self._new_link, options)
         except UpgradeFailed as exc:
             self.last_error = scrub(str(exc), url)
             self.timeline.record("error", peer=self.name, detail=self.last_error[:200])
@@ -1265,10 +1270,6 @@ class Client:
             return None, self.last_error, CLOSE_RULES[1006], None
         link = self.link
         assert link is not None
-        self.handshake_response = ws.response
-        self.subprotocol = ws.subprotocol
-        self._set_state(ReadyState.OPEN,
-                        detail=f"subprotocol {ws.subprotocol}" if ws.subprotocol else "")
         if self.protocol == "raw":
             self._became_ready()
             self._start_on_open()
