@@ -275,8 +275,8 @@ class Client:
         pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
         self.headers: list[tuple[str, str]] = [(str(k), str(v)) for k, v in pairs]
         if cookies:
-            for name, value in cookies.items():
-                if any(c in f"{name}{value}" for c in ";,\r\n") or "=" in name:
+            for name, text in cookies.items():
+                if any(c in f"{name}{text}" for c in ";,\r\n") or "=" in name:
                     raise ValueError(f"cookie {name!r} holds a character a Cookie header "
                                      "cannot carry (; , = or a line break)")
             self.headers.append(("Cookie", "; ".join(f"{k}={v}" for k, v in cookies.items())))

@@ -38,7 +38,7 @@ def check(frame: Any) -> dict[str, int]:
 
 
 def cmd_store(args: argparse.Namespace) -> int:
-    import pandas as pd
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
 
     from wsnb.store import StoreError, open_store
 

@@ -126,12 +126,14 @@ async def supervise(args: argparse.Namespace, out: TextIO) -> int:
                     return
 
         watchers = [asyncio.ensure_future(watch(w)) for w in workers]
-        alive = lambda: sum(1 for w in workers  # noqa: E731
-                            if w.process is not None and w.process.returncode is None)
+
+        def render(_rate: float) -> str:
+            alive = sum(1 for w in workers
+                        if w.process is not None and w.process.returncode is None)
+            return f"workers {alive}/{len(workers)} alive · restarts {len(restarts)}"
+
         await status_lines(stop, out, interval=args.status_interval, quiet=args.quiet,
-                           count=lambda: len(restarts),
-                           render=lambda _: f"workers {alive()}/{len(workers)} alive · "
-                                            f"restarts {len(restarts)}")
+                           count=lambda: len(restarts), render=render)
         for task in watchers:
             task.cancel()
         await _stop_all(workers)
