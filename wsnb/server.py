@@ -228,6 +228,8 @@ class Server:
         self.log_delivered = log_delivered
         self.reuse_port = reuse_port  # several processes listen on one port (wsnb serve --workers)
         self._store_open = False
+        # Deliveries of this turn of the loop, per session, recorded as one change at its end.
+        self._unrecorded: dict[ServerSession, tuple[Link, int, int, list[tuple[int, Any]]]] = {}
 
     # ----- lifecycle --------------------------------------------------------
 
@@ -475,11 +477,34 @@ class Server:
             self._call_handler(session, msg_id, payload)
 
     def _record_delivery(self, link: Link, session: ServerSession, event: Delivered) -> None:
-        """Record the delivery (and `apply` effects) in the store; ack once it is stored."""
+        """Record the delivery (and `apply` effects) in the store; ack once it is stored.
+
+        Deliveries of one turn of the event loop (a burst of frames) become one
+        change per session, queued at the end of the turn.
+        """
         upto = session.state.receiver.last_delivered
-        start, session.recorded_upto = session.recorded_upto, upto
+        held = self._unrecorded.get(session)
+        if held is not None and held[0] is link:
+            held[3].extend(event.messages)
+            self._unrecorded[session] = (link, held[1], upto, held[3])
+        else:
+            if held is not None:  # another connection's deliveries go first, in order
+                self._queue_delivery(session, *self._unrecorded.pop(session))
+            if not self._unrecorded:
+                self._loop.call_soon(self._record_turn)
+            self._unrecorded[session] = (link, session.recorded_upto, upto, list(event.messages))
+        session.recorded_upto = upto
+
+    def _record_turn(self) -> None:
+        """Queue this turn's deliveries for the store (one change per session)."""
+        held, self._unrecorded = self._unrecorded, {}
+        for session, (link, start, upto, messages) in held.items():
+            self._queue_delivery(session, link, start, upto, messages)
+
+    def _queue_delivery(self, session: ServerSession, link: Link, start: int, upto: int,
+                        messages: list[tuple[int, Any]]) -> None:
         future = self.store.enqueue(Change(session.id, session.generation, delivered_from=start,
-                                           delivered_upto=upto, messages=event.messages,
+                                           delivered_upto=upto, messages=tuple(messages),
                                            log=self.log_delivered))
         future.add_done_callback(lambda done: self._committed(link, session, upto, done))
 
@@ -669,6 +694,7 @@ class Server:
         pending carry over.
         """
         store = self.store
+        self._record_turn()  # what was delivered so far is in the store before the claim
         wanted = hello.session
         record = None
         if wanted:

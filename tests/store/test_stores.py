@@ -219,3 +219,20 @@ async def test_a_change_that_would_leave_a_gap_is_refused(store: Store) -> None:
     loaded = await store.load(made.key)
     assert loaded is not None and loaded.last_delivered == 4 and loaded.next_id == 1
     assert list(store.delivered()["id"]) == [1, 2, 3, 4]
+
+
+def test_coalesce_merges_only_runs_that_continue_each_other() -> None:
+    from wsnb.store.base import coalesce
+
+    a1 = Change("a", 1, delivered_from=0, delivered_upto=2, messages=((1, "x"), (2, "y")))
+    a2 = Change("a", 1, delivered_from=2, delivered_upto=3, messages=((3, "z"),))
+    gap = Change("a", 1, delivered_from=5, delivered_upto=6, messages=((6, "w"),))
+    b1 = Change("b", 1, delivered_from=0, delivered_upto=1, messages=((1, "q"),))
+    close = Change("b", 1, closed_at=1.0)
+    b2 = Change("b", 1, delivered_from=1, delivered_upto=2, messages=((2, "r"),))
+    merged, owner = coalesce([a1, a2, gap, b1, close, b2])
+    assert owner == [0, 0, 1, 2, 3, 4]
+    assert merged[0].delivered_from == 0 and merged[0].delivered_upto == 3
+    assert [i for i, _ in merged[0].messages] == [1, 2, 3]
+    assert merged[1] is gap and merged[3] is close and merged[4] is b2
+    assert a1.delivered_upto == 2 and len(a1.messages) == 2  # the caller's change is intact

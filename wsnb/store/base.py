@@ -261,11 +261,15 @@ class Store:
             while self._queue:
                 batch, self._queue = self._queue, []
                 self._writing = [future for _, future in batch]
+                changes = [change for change, _ in batch]
+                merged, owner = coalesce(changes)
                 try:
-                    outcomes = await self._run(self._write, [change for change, _ in batch])
-                    if len(outcomes) != len(batch):
-                        raise StoreError(f"{self.url}: {len(outcomes)} outcomes for "
-                                         f"{len(batch)} changes")
+                    written = await self._run(self._write, merged)
+                    if len(written) != len(merged):
+                        raise StoreError(f"{self.url}: {len(written)} outcomes for "
+                                         f"{len(merged)} changes")
+                    outcomes = [_share(written[owner[i]], change)
+                                for i, change in enumerate(changes)]
                 except Exception as exc:  # the store went away: every change here fails
                     error = exc if isinstance(exc, StoreError) else StoreError(
                         f"{self.url}: write failed: {type(exc).__name__}: {exc}")
@@ -304,6 +308,55 @@ class Store:
 
     def _delivered(self) -> list[tuple[str, int, Any, float]]:
         raise NotImplementedError
+
+
+def _delivery_only(change: Change) -> bool:
+    return (change.session_id is None and not change.outgoing and change.next_id is None
+            and not change.forget and change.forget_upto is None and change.renumber is None
+            and change.closed_at is False)
+
+
+def _continues(last: Change, change: Change) -> bool:
+    """Whether `change` only moves on the delivery mark `last` moved, for the same owner."""
+    return (_delivery_only(change) and _delivery_only(last) and last.key == change.key
+            and last.generation == change.generation and last.log == change.log
+            and last.delivered_upto is not None and change.delivered_upto is not None
+            and change.delivered_from in (None, last.delivered_upto))
+
+
+def coalesce(changes: list[Change]) -> tuple[list[Change], list[int]]:
+    """Merge each run of delivery-only changes to one session into one change.
+
+    The merged change does what the run did one by one (the mark only goes up,
+    messages keep their order), at the cost of one: under load a batch holds
+    thousands of deliveries from a few sessions. Returns the merged changes and,
+    for each change given, the index of the merged change that carries it.
+    """
+    merged: list[Change] = []
+    owner: list[int] = []
+    copied = False  # merged[-1] is this function's own copy, safe to extend
+    for change in changes:
+        last = merged[-1] if merged else None
+        if last is not None and _continues(last, change):
+            if not copied:  # never change the caller's object
+                last = merged[-1] = replace(last)
+                copied = True
+            assert last.delivered_upto is not None and change.delivered_upto is not None
+            last.delivered_upto = max(last.delivered_upto, change.delivered_upto)
+            last.messages = (*last.messages, *change.messages)
+        else:
+            merged.append(change)
+            copied = False
+        owner.append(len(merged) - 1)
+    return merged, owner
+
+
+def _share(outcome: Outcome, change: Change) -> Outcome:
+    """`outcome` of a merged change, as seen by one of the changes it carried."""
+    if not outcome.effect_errors:
+        return outcome
+    ids = {msg_id for msg_id, _ in change.messages}
+    return Outcome(outcome.error, [e for e in outcome.effect_errors if e[0] in ids])
 
 
 def out_of_sequence(change: Change, last_delivered: int, next_id: int) -> StoreError | None:
