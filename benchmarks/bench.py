@@ -1274,15 +1274,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be >= 1")
-    try:
-        rows = sorted({int(x) for x in args.only.split(",") if x.strip()}) or list(ROWS)
-    except ValueError:
-        parser.error(f"--only takes row numbers like 1,3, not {args.only!r}")
-    bad = [r for r in rows if r not in ROWS]
-    if bad:
-        parser.error(f"no such row: {bad} (rows are 1-9)")
-    args.rows = rows
+    args.rows = parse_rows(parser, args.only, ROWS)
     return args
+
+
+def parse_rows(parser: argparse.ArgumentParser, only: str, known: tuple[int, ...]) -> list[int]:
+    """``--only 1,3`` -> [1, 3] (empty: every row in `known`); a bad value is a usage error."""
+    try:
+        rows = sorted({int(x) for x in only.split(",") if x.strip()}) or list(known)
+    except ValueError:
+        parser.error(f"--only takes row numbers like 1,3, not {only!r}")
+    bad = [r for r in rows if r not in known]
+    if bad:
+        parser.error(f"no such row: {bad} (rows are {known[0]}-{known[-1]})")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -774,14 +774,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--runs must be >= 1")
     if not 0 <= args.kills <= 8:
         parser.error("--kills must be 1..8")
-    try:
-        rows = sorted({int(x) for x in args.only.split(",") if x.strip()}) or list(ROWS)
-    except ValueError:
-        parser.error(f"--only takes row numbers like 1,3, not {args.only!r}")
-    bad = [r for r in rows if r not in ROWS]
-    if bad:
-        parser.error(f"no such row: {bad} (rows are 1-3)")
-    args.rows = rows
+    args.rows = bench.parse_rows(parser, args.only, ROWS)
     return args
 
 
