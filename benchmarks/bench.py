@@ -1314,13 +1314,18 @@ def main(argv: list[str] | None = None) -> int:
           f"(median (min–max); ratios computed within each run), {took:.0f} s")
     print(machine())
     print()
-    print(render(bench.lines))
-    for note in bench.notes:
-        print(f"note: {note}")
-    misses = sum(li.verdict == "MISS" for li in bench.lines)
-    passes = sum(li.verdict == "PASS" for li in bench.lines)
-    print(f"\n{passes} PASS, {misses} MISS (informational; exit code 0)")
+    print_report(bench.lines, bench.notes)
     return 0
+
+
+def print_report(lines: list[Line], notes: list[str]) -> None:
+    """The table, its notes, and the PASS/MISS count (benchmarks never fail the exit code)."""
+    print(render(lines))
+    for note in notes:
+        print(f"note: {note}")
+    misses = sum(li.verdict == "MISS" for li in lines)
+    passes = sum(li.verdict == "PASS" for li in lines)
+    print(f"\n{passes} PASS, {misses} MISS (informational; exit code 0)")
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ def _load_bench() -> Any:
 
 
 bench = _load_bench()
-Line, Series, render, verdict = bench.Line, bench.Series, bench.render, bench.verdict
+Line, Series, verdict = bench.Line, bench.Series, bench.verdict
 f_rate, f_ratio, f_ms, f_us = bench.f_rate, bench.f_ratio, bench.f_ms, bench.f_us
 
 ROWS = (1, 2, 3)
@@ -803,14 +803,10 @@ def main(argv: list[str] | None = None) -> int:
                                  out.strip())
     print(f"{bench.machine()}, SQLite {sqlite3.sqlite_version}, redis-server {redis_version}")
     print()
-    print(render(store_bench.lines))
-    for note in store_bench.notes:
-        print(f"note: {note}")
+    notes = list(store_bench.notes)
     if store_bench.redis_skip is not None:
-        print(f"note: Redis rows skipped: {store_bench.redis_skip}")
-    misses = sum(li.verdict == "MISS" for li in store_bench.lines)
-    passes = sum(li.verdict == "PASS" for li in store_bench.lines)
-    print(f"\n{passes} PASS, {misses} MISS (informational; exit code 0)")
+        notes.append(f"Redis rows skipped: {store_bench.redis_skip}")
+    bench.print_report(store_bench.lines, notes)
     return 0
 
 
