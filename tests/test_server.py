@@ -206,7 +206,8 @@ async def test_lost_session_renumbers_and_resends(make_client) -> None:
             wsnb.FaultProxy(srv.url) as proxy:
         client = make_client(srv.url.replace(str(srv.port), str(proxy.port)))
         await client.connect(timeout=5)
-        await (await client.send("before")).wait(5)
+        before = await client.send("before")
+        await before.wait(5)
         first_session = client.session_id
         proxy.blackhole()
         receipts = [await client.send(f"during {i}") for i in range(3)]
@@ -217,6 +218,9 @@ async def test_lost_session_renumbers_and_resends(make_client) -> None:
         assert client.session_id != first_session and not client.resumed
         assert srv.delivered[0] == "before"
         assert srv.delivered[-3:] == ["during 0", "during 1", "during 2"]
+        # Written into the dead link, then resent into the new session: maybe twice.
+        assert [r.at_least_once for r in receipts] == [True] * 3 and not before.at_least_once
+        assert [r.id for r in receipts] == [1, 2, 3]  # their ids in the new session
 
 
 async def test_raw_mode_against_a_plain_echo_server(make_client) -> None:

@@ -17,10 +17,13 @@ class Receipt:
     ``refused`` (nack, 1009, a final close) or ``dropped``. In raw mode nothing
     acks a message: the receipt resolves at ``written`` (handed to the socket),
     which says nothing about whether the server got it. Awaiting returns the receipt itself, so
-    ``(await receipt).latency_ms`` works.
+    ``(await receipt).latency_ms`` works. ``at_least_once`` is True once the
+    message was resent into a new session (the old one was lost): the server
+    may have got it twice. ``id`` is its id in the session it was last sent in.
     """
 
-    __slots__ = ("id", "state", "latency_ms", "error", "chunks", "raw", "_waiters", "_lock")
+    __slots__ = ("id", "state", "latency_ms", "error", "chunks", "raw", "at_least_once",
+                 "_waiters", "_lock")
 
     def __init__(self, id: int, state: str = "queued", *, raw: bool = False) -> None:
         self.id = id
@@ -29,6 +32,7 @@ class Receipt:
         self.latency_ms: float | None = None
         self.error: WsnbError | None = None
         self.chunks: tuple[int, int] | None = None  # (written, total) for a chunked message
+        self.at_least_once = False  # resent into a new session: may arrive twice
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] | None = None
         self._lock = threading.Lock()
 

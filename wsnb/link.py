@@ -214,6 +214,8 @@ class Link:
                            size=out.size, peer=peer, detail=detail)
                     receipt = out.handle
                     if receipt is not None:
+                        receipt.id = out.id
+                        receipt.at_least_once |= out.renumbered
                         if raw:
                             receipt._settle("written")
                         elif receipt.state == "queued":
