@@ -182,3 +182,27 @@ async def test_store_dump_of_a_good_store_says_exactly_once(tmp_path: Path) -> N
     assert done.returncode == 0, done
     last = done.stdout.strip().splitlines()[-1]
     assert last == "20 messages in 1 sessions: 0 repeated, 0 missing (exactly once)", done.stdout
+
+
+def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    """No orphans: SIGKILL of `wsnb serve --workers` leaves no worker process behind."""
+    import psutil
+
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "wsnb", "serve", "--port", "0", "--quiet", "--workers", "2",
+         "--store", f"sqlite://{tmp_path}/s.db"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert supervisor.stdout is not None
+        assert supervisor.stdout.readline().startswith("ws://")  # every worker listens
+        workers = psutil.Process(supervisor.pid).children()
+        assert len(workers) == 2
+        supervisor.kill()
+        supervisor.wait(timeout=10)
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, f"orphaned workers: {[p.pid for p in alive]}"
+    finally:
+        supervisor.kill()
+        for worker in psutil.Process().children(recursive=True):
+            worker.kill()
+        if supervisor.stdout is not None:
+            supervisor.stdout.close()

@@ -239,6 +239,8 @@ async def _serve(args: argparse.Namespace, chaos: dict[str, Any],
         timeline=_small_timeline(), store=args.store, log_delivered=args.store is not None,
         reuse_port=args.reuse_port, **chaos)
     async with stop_on_signals() as (stop, received):  # before the URL line: tests signal
+        if args.reuse_port:  # a worker of `--workers N`: stop when the supervisor is gone
+            asyncio.ensure_future(_stop_at_eof(stop, received))
         try:
             await server.start()
         except OSError as exc:
@@ -276,6 +278,18 @@ async def _serve(args: argparse.Namespace, chaos: dict[str, Any],
     print(f"stopped ({', '.join(received) or 'done'}): closed {open_connections} connection(s) "
           f"with 1001 going away; {count} message(s) delivered", file=out, flush=True)
     return EXIT_OK
+
+
+async def _stop_at_eof(stop: asyncio.Event, received: list[str]) -> None:
+    """Set `stop` when standard input closes (the supervisor died, even by SIGKILL)."""
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(OSError, ValueError):
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while await reader.read(4096):
+            pass
+        received.append("supervisor gone")
+        stop.set()
 
 
 @contextlib.asynccontextmanager

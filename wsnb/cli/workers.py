@@ -58,8 +58,10 @@ class Worker:
         self.drain: asyncio.Task[None] | None = None
 
     async def start(self, argv: list[str], timeout: float = 15.0) -> str:
+        # stdin is a pipe nobody writes: it closes when this process dies, and the worker
+        # takes that as its signal to stop (no orphans after a SIGKILL of the supervisor).
         self.process = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
+            *argv, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.PIPE)
         self.started_at = time.monotonic()
         assert self.process.stdout is not None
         try:
