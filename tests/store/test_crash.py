@@ -11,6 +11,7 @@ client marked as resent into a new session (at-least-once).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import subprocess
 import sys
@@ -188,6 +189,7 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
     """No orphans: SIGKILL of `wsnb serve --workers` leaves no worker process behind."""
     import psutil
 
+    workers: list[Any] = []
     supervisor = subprocess.Popen(
         [sys.executable, "-m", "wsnb", "serve", "--port", "0", "--quiet", "--workers", "2",
          "--store", f"sqlite://{tmp_path}/s.db"], stdout=subprocess.PIPE, text=True)
@@ -202,7 +204,8 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
         assert not alive, f"orphaned workers: {[p.pid for p in alive]}"
     finally:
         supervisor.kill()
-        for worker in psutil.Process().children(recursive=True):
-            worker.kill()
+        for worker in workers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.kill()
         if supervisor.stdout is not None:
             supervisor.stdout.close()
