@@ -621,14 +621,7 @@ class Bench:
         self.finish()
 
     async def guard(self, row: int, fn: Callable[[], Awaitable[None]]) -> None:
-        try:
-            await fn()
-        except Exception as exc:  # one broken row must not hide the others
-            import traceback
-
-            traceback.print_exc(file=sys.stderr)
-            self.lines.append(Line(row, "failed", f"{type(exc).__name__}: {exc}"[:120],
-                                   verdict="error"))
+        await guard(self.lines, row, fn)
 
     # ----- rows 1 and 2 ------------------------------------------------------------
 
@@ -1276,6 +1269,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--runs must be >= 1")
     args.rows = parse_rows(parser, args.only, ROWS)
     return args
+
+
+async def guard(lines: list[Line], row: int, fn: Callable[[], Awaitable[None]]) -> None:
+    """Run one row; if it raises, print the traceback and add an ``error`` line instead."""
+    try:
+        await fn()
+    except Exception as exc:  # one broken row must not hide the others
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        lines.append(Line(row, "failed", f"{type(exc).__name__}: {exc}"[:120], verdict="error"))
 
 
 def parse_rows(parser: argparse.ArgumentParser, only: str, known: tuple[int, ...]) -> list[int]:

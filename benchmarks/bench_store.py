@@ -420,14 +420,7 @@ class StoreBench:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     async def guard(self, row: int, fn: Any) -> None:
-        try:
-            await fn()
-        except Exception as exc:  # one broken row must not hide the others
-            import traceback
-
-            traceback.print_exc(file=sys.stderr)
-            self.lines.append(Line(row, "failed", f"{type(exc).__name__}: {exc}"[:120],
-                                   verdict="error"))
+        await bench.guard(self.lines, row, fn)
 
     def skip(self, row: int, what: str) -> None:
         self.lines.append(Line(row, what, "skipped", self.redis_skip or "", verdict="skip"))
