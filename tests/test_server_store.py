@@ -170,3 +170,31 @@ async def test_the_memory_store_logs_deliveries_without_holding_acks(make_client
         log = server.store.delivered()
         assert [p["n"] for p in log["payload"]] == list(range(1, 51))
         assert set(log["session"]) == {client.session_id}
+
+
+async def test_hostile_session_ids_and_a_chunked_message_with_a_store(tmp_path: Path,
+                                                                      make_client: Any) -> None:
+    """Garbage resume ids start new sessions; a 3 MB chunked message is recorded once."""
+    from websockets.asyncio.client import connect
+
+    from wsnb.protocol import envelope
+
+    url = f"sqlite://{tmp_path}/s.db"
+    async with wsnb.Server(port=0, token="demo", store=url, log_delivered=True,
+                           loop="current") as server:
+        for bogus in ("'; DROP TABLE wsnb_sessions; --", "x" * 2000, "a.b.c", "\u202e\x00"):
+            async with connect(server.url) as ws:
+                await ws.send(envelope.handshake_frame("demo", session=bogus))
+                ack = envelope.loads(await ws.recv())
+                assert ack["type"] == "handshake_ack" and not ack["resumed"]
+                assert ack["session"] != bogus
+        client = make_client(server.url)
+        await client.connect()
+        big = {"rows": ["r" * 100] * 30_000}  # ~3 MB: chunked, decoded off the loop
+        await asyncio.wait_for(await client.send(big), 30)
+        await server.restart(keep_sessions=False)
+        await send_all(client, 1, 3)
+    log = open_store(url).delivered()
+    assert log["payload"].iloc[0] == big and len(log) == 4
+    details = " ".join(server.timeline.states()["detail"])
+    assert details.count("cannot resume: ") == 4  # each refused resume is named
