@@ -184,8 +184,10 @@ class Store:
 
     def why_missing(self, key: str) -> str:
         """Why session `key` cannot be resumed, in words for the timeline."""
-        _, dot, epoch = key.rpartition(".")
-        if dot and self.epoch and epoch != self.epoch:
+        token, dot, epoch = key.rpartition(".")
+        tagged = (dot and len(token) == 24 and len(epoch) == len(self.epoch)
+                  and all(c in "0123456789abcdef" for c in epoch))  # an id new_key made
+        if tagged and self.epoch and epoch != self.epoch:
             return (f"the store lost its data since this session began (epoch {epoch}, "
                     f"now {self.epoch})")
         return "unknown or expired session"
