@@ -236,3 +236,19 @@ def test_coalesce_merges_only_runs_that_continue_each_other() -> None:
     assert [i for i, _ in merged[0].messages] == [1, 2, 3]
     assert merged[1] is gap and merged[3] is close and merged[4] is b2
     assert a1.delivered_upto == 2 and len(a1.messages) == 2  # the caller's change is intact
+
+
+async def test_many_openers_of_a_new_sqlite_file_all_succeed(tmp_path: Path) -> None:
+    """`wsnb serve --workers N` opens one fresh file from N processes at once (CI saw
+    'database is locked' from the switch to WAL); each opener gets through."""
+    for trial in range(40):
+        url = f"sqlite:///{tmp_path / f'fresh{trial}.db'}"
+        stores = [store_from_url(url) for _ in range(8)]
+        opened = await asyncio.gather(*(s.open() for s in stores), return_exceptions=True)
+        try:
+            assert not [r for r in opened if isinstance(r, Exception)], opened
+            assert len({s.epoch for s in stores}) == 1  # one schema, one epoch
+        finally:
+            for store in stores:
+                with contextlib.suppress(Exception):
+                    await store.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import secrets
 import sqlite3
 import time
@@ -36,6 +37,7 @@ from wsnb.store.base import (
 )
 
 SCHEMA_VERSION = "1"
+OPEN_WAIT = 10.0  # seconds to wait for other processes setting up the same file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS wsnb_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -94,8 +96,26 @@ class SQLiteStore(Store):
     # ----- primitives, all on the store's one thread ------------------------------------
 
     def _connect(self) -> None:
+        """Open and set up the file; processes opening a new file together take turns.
+
+        Switching a fresh file to WAL needs an exclusive lock, and SQLite answers
+        "database is locked" at once (no busy wait) when two connections would
+        deadlock on it: that case is tried again, for at most `OPEN_WAIT` seconds.
+        """
         if self._db is not None:
             return
+        deadline = time.monotonic() + OPEN_WAIT
+        for attempt in range(1, 1000):
+            try:
+                self._db = self._open_once()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise StoreError(f"{self.url}: not a usable SQLite store: {exc}") from None
+                time.sleep(random.uniform(0.01, 0.02 * min(attempt, 10)))
+        raise StoreError(f"{self.url}: still locked after {OPEN_WAIT:g} s")
+
+    def _open_once(self) -> sqlite3.Connection:
         try:
             db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
         except sqlite3.Error as exc:
@@ -118,13 +138,16 @@ class SQLiteStore(Store):
                                  f"{SCHEMA_VERSION}")
             self.epoch = db.execute("SELECT v FROM wsnb_meta WHERE k='epoch'").fetchone()[0]
             db.execute("COMMIT")
+        except sqlite3.OperationalError:
+            db.close()
+            raise  # "locked": `_connect` decides whether to try again
         except sqlite3.DatabaseError as exc:
             db.close()
             raise StoreError(f"{self.url}: not a usable SQLite store: {exc}") from None
         except StoreError:
             db.close()
             raise
-        self._db = db
+        return db
 
     def _disconnect(self) -> None:
         if self._db is not None:
